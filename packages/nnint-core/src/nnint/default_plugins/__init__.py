@@ -1,0 +1,1 @@
+"""nnint's own plugins: ordinary implementations of the hooks in :mod:`nnint.hookspecs`."""
