@@ -90,7 +90,7 @@ def _segment(args) -> int:
     spec = resolve_model(args.model) if args.backend != "classical" or args.model else None
     engine = load_engine(spec, backend=args.backend, device=args.device)
     name = spec.name if spec else args.backend
-    print(f"image {image.shape} (z, y, x), spacing {image.spacing_zyx} mm; model {name}", file=sys.stderr)
+    print(f"image {image.shape} (z, y, x), spacing {tuple(round(v, 4) for v in image.spacing_zyx)} mm; model {name}", file=sys.stderr)
     if spec is not None and spec.license:
         print(f"model licence: {spec.license}", file=sys.stderr)
     session = Session(image, engine, engine_info={"model": name, "backend": args.backend})
@@ -122,8 +122,8 @@ def _info(args) -> int:
     print(f"file       {image.source}")
     print(f"shape      {image.shape} (z, y, x)")
     print(f"dtype      {a.dtype}")
-    print(f"spacing    {g.spacing_zyx} mm (z, y, x)")
-    print(f"origin     {g.origin} mm (x, y, z, LPS)")
+    print(f"spacing    {tuple(round(v, 6) for v in g.spacing_zyx)} mm (z, y, x)")
+    print(f"origin     {tuple(round(v, 6) for v in g.origin)} mm (x, y, z, LPS)")
     print(f"direction  {np.round(np.asarray(g.direction).reshape(3, 3), 4).tolist()}")
     print(f"intensity  min {a.min()}  max {a.max()}  mean {float(a.mean()):.4g}")
     print(f"memory     {a.nbytes / 2**20:.1f} MiB as stored, {a.size * 4 / 2**20:.1f} MiB as float32")
