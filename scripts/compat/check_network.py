@@ -40,7 +40,7 @@ def seed_weights(net: torch.nn.Module, seed: int) -> None:
         for name, p in net.named_parameters():
             if p.ndim > 1:
                 fan_in = p[0].numel() if "transpconv" not in name else p.shape[0] * p[0, 0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
             elif name.endswith("weight"):
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
             else:
@@ -67,13 +67,19 @@ def check(name: str, arch: dict, c_in: int, n_cls: int, shape: tuple[int, ...]) 
     x = torch.randn((1, c_in, *shape), generator=torch.Generator().manual_seed(1))
     ref.eval(), ours.eval()  # no-op for InstanceNorm/no dropout; needed for BatchNorm/dropout variants
     with torch.no_grad():
-        t = time.perf_counter(); a = ref(x); t_ref = time.perf_counter() - t
-        t = time.perf_counter(); b = ours(x.clone()); t_ours = time.perf_counter() - t
+        t = time.perf_counter()
+        a = ref(x)
+        t_ref = time.perf_counter() - t
+        t = time.perf_counter()
+        b = ours(x.clone())
+        t_ours = time.perf_counter() - t
     diff = (a - b).abs().max().item()
     n_par = sum(p.numel() for p in ours.parameters())
     ok = same_keys and same_shapes and a.shape == b.shape and diff < 1e-4
-    print(f"{'OK  ' if ok else 'FAIL'} {name}: keys {len(osd)} (same order: {same_keys}, shapes: {same_shapes}), "
-          f"params {n_par:,}, out {tuple(b.shape)}, max|diff| {diff:.3e}, t ref {t_ref:.2f}s ours {t_ours:.2f}s")
+    print(
+        f"{'OK  ' if ok else 'FAIL'} {name}: keys {len(osd)} (same order: {same_keys}, shapes: {same_shapes}), "
+        f"params {n_par:,}, out {tuple(b.shape)}, max|diff| {diff:.3e}, t ref {t_ref:.2f}s ours {t_ours:.2f}s"
+    )
     return ok
 
 
@@ -95,13 +101,17 @@ def extra_checks(small: dict) -> bool:
     d_ds = max((p - q).abs().max().item() for p, q in zip(ds_ref, ds_ours))
     shapes_ok = [t.shape for t in ds_ref] == [t.shape for t in ds_ours]
     ref, ours = reference(small, 8, 2), build_network(small, 8, 2)  # fresh, contiguous parameters
-    torch.manual_seed(5); ref.apply(ref.initialize)
-    torch.manual_seed(5); initialize_weights(ours)
+    torch.manual_seed(5)
+    ref.apply(ref.initialize)
+    torch.manual_seed(5)
+    initialize_weights(ours)
     d_init = max((p - q).abs().max().item() for p, q in zip(ref.state_dict().values(), ours.state_dict().values()))
     ok = d_cl < 1e-4 and d_ds < 1e-4 and shapes_ok and d_init == 0
-    print(f"{'OK  ' if ok else 'FAIL'} extras: channels_last_3d max|diff| {d_cl:.3e} (output channels_last: "
-          f"{cl.is_contiguous(memory_format=torch.channels_last_3d)}), deep supervision {len(ds_ours)} heads "
-          f"max|diff| {d_ds:.3e}, same-seed init max|diff| {d_init:.3e}")
+    print(
+        f"{'OK  ' if ok else 'FAIL'} extras: channels_last_3d max|diff| {d_cl:.3e} (output channels_last: "
+        f"{cl.is_contiguous(memory_format=torch.channels_last_3d)}), deep supervision {len(ds_ours)} heads "
+        f"max|diff| {d_ds:.3e}, same-seed init max|diff| {d_init:.3e}"
+    )
     return ok
 
 
@@ -111,26 +121,68 @@ def main() -> int:
     off = official_v1_architecture()
     small = small_architecture()
     k = small["arch_kwargs"]
-    plain = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-             "arch_kwargs": {kk: v for kk, v in k.items() if kk != "n_blocks_per_stage"} | {"n_conv_per_stage": [2, 2, 2, 2]},
-             "_kw_requires_import": small["_kw_requires_import"]}
-    two_d = variant(small, conv_op="torch.nn.modules.conv.Conv2d", norm_op="torch.nn.modules.instancenorm.InstanceNorm2d",
-                    kernel_sizes=[[3, 3]] * 4, strides=[[1, 1], [2, 2], [2, 2], [2, 2]])
+    plain = {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {kk: v for kk, v in k.items() if kk != "n_blocks_per_stage"}
+        | {"n_conv_per_stage": [2, 2, 2, 2]},
+        "_kw_requires_import": small["_kw_requires_import"],
+    }
+    two_d = variant(
+        small,
+        conv_op="torch.nn.modules.conv.Conv2d",
+        norm_op="torch.nn.modules.instancenorm.InstanceNorm2d",
+        kernel_sizes=[[3, 3]] * 4,
+        strides=[[1, 1], [2, 2], [2, 2], [2, 2]],
+    )
     results = [
         check("small ResidualEncoderUNet", small, 8, 2, (32, 32, 32)),
-        check("small, anisotropic strides/kernels", variant(small, kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
-              strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], n_blocks_per_stage=[2, 1, 2, 1],
-              n_conv_per_stage_decoder=[2, 1, 2]), 3, 4, (16, 32, 24)),
-        check("small, dropout + BatchNorm + ReLU", variant(small, dropout_op="torch.nn.modules.dropout.Dropout3d",
-              dropout_op_kwargs={"p": 0.2}, norm_op="torch.nn.modules.batchnorm.BatchNorm3d",
-              norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin="torch.nn.ReLU", nonlin_kwargs={"inplace": True},
-              conv_bias=False), 8, 2, (32, 32, 32)),
+        check(
+            "small, anisotropic strides/kernels",
+            variant(
+                small,
+                kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+                strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+                n_blocks_per_stage=[2, 1, 2, 1],
+                n_conv_per_stage_decoder=[2, 1, 2],
+            ),
+            3,
+            4,
+            (16, 32, 24),
+        ),
+        check(
+            "small, dropout + BatchNorm + ReLU",
+            variant(
+                small,
+                dropout_op="torch.nn.modules.dropout.Dropout3d",
+                dropout_op_kwargs={"p": 0.2},
+                norm_op="torch.nn.modules.batchnorm.BatchNorm3d",
+                norm_op_kwargs={"eps": 1e-5, "affine": True},
+                nonlin="torch.nn.ReLU",
+                nonlin_kwargs={"inplace": True},
+                conv_bias=False,
+            ),
+            8,
+            2,
+            (32, 32, 32),
+        ),
         check("small, 2D", two_d, 1, 3, (64, 48)),
         check("small PlainConvUNet", plain, 2, 2, (32, 32, 32)),
-        check("small PlainConvUNet, nonlin_first + dropout", variant(plain, nonlin_first=True, dropout_op=
-              "torch.nn.modules.dropout.Dropout3d", dropout_op_kwargs={"p": 0.1}), 2, 2, (32, 32, 32)),
-        check("small, stem_channels 4 + int broadcasts", variant(small, stem_channels=4, n_blocks_per_stage=2,
-              n_conv_per_stage_decoder=2, kernel_sizes=3), 8, 2, (32, 32, 32)),
+        check(
+            "small PlainConvUNet, nonlin_first + dropout",
+            variant(
+                plain, nonlin_first=True, dropout_op="torch.nn.modules.dropout.Dropout3d", dropout_op_kwargs={"p": 0.1}
+            ),
+            2,
+            2,
+            (32, 32, 32),
+        ),
+        check(
+            "small, stem_channels 4 + int broadcasts",
+            variant(small, stem_channels=4, n_blocks_per_stage=2, n_conv_per_stage_decoder=2, kernel_sizes=3),
+            8,
+            2,
+            (32, 32, 32),
+        ),
         check("official v1.0 (64^3 input)", off, 8, 2, (64, 64, 64)),
     ]
     results += [extra_checks(small)]

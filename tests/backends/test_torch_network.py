@@ -1,0 +1,173 @@
+"""nnint's nnU-Net U-Net: state-dict layout, shapes, forward behaviour, plans validation.
+
+Equality with nnU-Net's own implementation is checked by scripts/compat/check_network.py (needs the
+official venv); these tests pin the key layout that makes official checkpoints load.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+import torch
+
+from nnint.backends.torch.architectures import official_v1_architecture, small_architecture
+from nnint.backends.torch.network import build_network, initialize_weights
+from nnint.errors import CheckpointError
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    return build_network(small_architecture(), 8, 2).eval()
+
+
+def test_small_state_dict_has_nnunet_aliases(small):
+    sd = small.state_dict()
+    assert len(sd) == 312
+    # conv blocks register their modules twice, the decoder re-registers the encoder
+    assert "encoder.stem.convs.0.conv.weight" in sd and "encoder.stem.convs.0.all_modules.0.weight" in sd
+    assert "encoder.stem.convs.0.norm.weight" in sd and "encoder.stem.convs.0.all_modules.1.weight" in sd
+    assert "decoder.encoder.stages.3.blocks.1.conv2.norm.bias" in sd
+    assert {k for k in sd if k.startswith("decoder.encoder.")} == {
+        "decoder." + k for k in sd if k.startswith("encoder.")
+    }
+    # all deep-supervision heads exist, one per decoder stage
+    assert [k for k in sd if k.startswith("decoder.seg_layers") and k.endswith("weight")] == [
+        f"decoder.seg_layers.{i}.weight" for i in range(3)
+    ]
+    # strided residual blocks: avg-pool (no params) then a bias-free 1x1 projection with norm
+    assert sd["encoder.stages.1.blocks.0.skip.1.conv.weight"].shape == (16, 8, 1, 1, 1)
+    assert "encoder.stages.1.blocks.0.skip.1.conv.bias" not in sd
+    assert not any(k.startswith("encoder.stages.0.blocks.0.skip") for k in sd)  # identity skip: no module
+    assert sd["decoder.transpconvs.0.weight"].shape == (64, 32, 2, 2, 2)
+    assert sd["decoder.stages.0.convs.0.conv.weight"].shape == (32, 64, 3, 3, 3)
+    # aliases share storage (the checkpoint stores them once)
+    assert (
+        sd["encoder.stem.convs.0.conv.weight"].data_ptr()
+        == sd["decoder.encoder.stem.convs.0.all_modules.0.weight"].data_ptr()
+    )
+
+
+def test_forward_shape_and_dtype(small):
+    x = torch.randn(2, 8, 16, 24, 8)
+    with torch.no_grad():
+        y = small(x)
+    assert y.shape == (2, 2, 16, 24, 8) and y.dtype == torch.float32
+    assert torch.isfinite(y).all()
+
+
+def test_forward_does_not_modify_input(small):
+    x = torch.randn(1, 8, 16, 16, 16)
+    x0 = x.clone()
+    with torch.no_grad():
+        small(x)
+    assert torch.equal(x, x0)
+
+
+def test_channels_last_matches_contiguous():
+    net = build_network(small_architecture(), 8, 2).eval()
+    x = torch.randn(1, 8, 16, 16, 16)
+    with torch.no_grad():
+        a = net(x)
+        net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last_3d)
+        b = net_cl(x.to(memory_format=torch.channels_last_3d))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_deep_supervision_heads(small):
+    with torch.no_grad():
+        x = torch.randn(1, 8, 16, 16, 16)
+        outs = small.forward_deep_supervision(x)
+        full = small(x)
+    assert [o.shape[2:] for o in outs] == [(16, 16, 16), (8, 8, 8), (4, 4, 4)]
+    assert torch.allclose(outs[0], full)
+
+
+def test_training_backward_works():
+    net = build_network(small_architecture(), 8, 2).train()
+    y = net(torch.randn(2, 8, 16, 16, 16))
+    y.mean().backward()
+    assert net.encoder.stem.convs[0].conv.weight.grad is not None
+
+
+def test_initialize_weights_zeroes_last_norm_of_residual_blocks():
+    net = initialize_weights(build_network(small_architecture(), 8, 2))
+    sd = net.state_dict()
+    assert torch.count_nonzero(sd["encoder.stages.2.blocks.1.conv2.norm.weight"]) == 0
+    assert torch.count_nonzero(sd["encoder.stem.convs.0.conv.bias"]) == 0
+    assert sd["encoder.stem.convs.0.conv.weight"].std() > 0
+
+
+def test_2d_network():
+    arch = copy.deepcopy(small_architecture())
+    kw = arch["arch_kwargs"]
+    kw.update(
+        conv_op="torch.nn.modules.conv.Conv2d",
+        norm_op="torch.nn.modules.instancenorm.InstanceNorm2d",
+        kernel_sizes=[[3, 3]] * 4,
+        strides=[[1, 1], [2, 2], [2, 2], [2, 2]],
+    )
+    net = build_network(arch, 1, 3)
+    with torch.no_grad():
+        assert net(torch.randn(1, 1, 32, 24)).shape == (1, 3, 32, 24)
+
+
+def test_plain_conv_unet_keys():
+    arch = copy.deepcopy(small_architecture())
+    arch["network_class_name"] = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+    kw = arch["arch_kwargs"]
+    kw["n_conv_per_stage"] = kw.pop("n_blocks_per_stage")
+    sd = build_network(arch, 2, 2).state_dict()
+    assert "encoder.stages.0.0.convs.0.conv.weight" in sd and "decoder.encoder.stages.3.0.convs.1.norm.weight" in sd
+
+
+def test_official_v1_architecture_size():
+    t = time.perf_counter()
+    with torch.device("meta"):  # no memory, no init cost: just the module tree
+        net = build_network(official_v1_architecture(), 8, 2)
+    assert time.perf_counter() - t < 5
+    assert sum(p.numel() for p in net.parameters()) == 102_355_818
+    sd = net.state_dict()
+    assert len(sd) == 956
+    assert sd["encoder.stem.convs.0.conv.weight"].shape == (32, 8, 3, 3, 3)
+    assert sd["decoder.seg_layers.4.weight"].shape == (2, 32, 1, 1, 1)
+    assert sd["decoder.transpconvs.0.weight"].shape == (320, 320, 2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (
+            {"network_class_name": "dynamic_network_architectures.architectures.unet.ResidualUNet"},
+            "architecture.network_class_name",
+        ),
+        ({"conv_op": "torch.nn.modules.conv.Conv1d"}, "architecture.arch_kwargs.conv_op"),
+        ({"conv_op": "os.system"}, "architecture.arch_kwargs.conv_op"),
+        ({"norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d"}, "architecture.arch_kwargs.norm_op"),
+        ({"nonlin": "torch.nn.Softmax"}, "architecture.arch_kwargs.nonlin"),
+        ({"features_per_stage": [8, 16]}, "architecture.arch_kwargs.features_per_stage"),
+        ({"strides": [[1, 1, 1], [2, 2], [2, 2, 2], [2, 2, 2]]}, "architecture.arch_kwargs.strides"),
+        ({"squeeze_excitation": True}, "architecture.arch_kwargs.squeeze_excitation"),
+        ({"block": "BottleneckD"}, "architecture.arch_kwargs.block"),
+        ({"n_stages": None}, "architecture.arch_kwargs.n_stages"),
+    ],
+)
+def test_unsupported_plans_raise_checkpoint_error(change, key):
+    arch = copy.deepcopy(small_architecture())
+    if "network_class_name" in change:
+        arch.update(change)
+    else:
+        arch["arch_kwargs"].update(change)
+    with pytest.raises(CheckpointError) as e:
+        build_network(arch, 8, 2)
+    assert e.value.file == "plans.json" and e.value.key == key
+
+
+def test_missing_arch_kwargs_key():
+    arch = copy.deepcopy(small_architecture())
+    del arch["arch_kwargs"]["n_blocks_per_stage"]
+    with pytest.raises(CheckpointError) as e:
+        build_network(arch, 8, 2)
+    assert e.value.key == "architecture.arch_kwargs.n_blocks_per_stage"
