@@ -1,0 +1,478 @@
+"""The PyTorch engine: nnInteractive-format models, the official inference behaviour.
+
+:class:`TorchEngine` implements :class:`nnint.engine.Engine` for model folders in the official
+checkpoint format (docs/reference-behaviour.md, docs/torch-backend.md). It is stateless with
+respect to history: every :meth:`TorchEngine.predict` receives the object's active prompts and its
+current mask and returns the region it rewrote. The result is a deterministic function of
+``(image, prompts, mask)``.
+
+One prediction (§4): rasterise the prompts into the window around the newest prompt (no
+full-volume prompt tensor), run one forward pass at the newest prompt's initial zoom, zoom out by
+1.5x (up to 4x) while the prediction changes on the window border (AutoZoom), and, if zoomed out,
+refine the coarse result at full resolution with a greedy cover of patch-sized boxes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from nnint.backends.torch import refine as _refine
+from nnint.backends.torch import zoom as _zoom
+from nnint.backends.torch.rasterise import RasterConfig, RasterPlan, build_plan, feed, rasterise
+from nnint.engine import Capabilities, MaskUpdate, ModelSpec
+from nnint.errors import (
+    DeviceError,
+    IncompatibleModelError,
+    InvalidImageError,
+    InvalidMaskError,
+    SessionError,
+    UnsupportedPromptError,
+)
+from nnint.prompts import Box, InitialMask, Point, Prompt
+
+__all__ = ["TorchEngine", "ZoomConstants", "prediction_center"]
+
+log = logging.getLogger(__name__)
+
+#: the patch size the official constants were chosen for
+OFFICIAL_PATCH = 192
+
+
+@attrs.frozen
+class ZoomConstants:
+    """Patch-derived constants of AutoZoom and refinement.
+
+    ``official`` gives nnInteractive's values whatever the patch size (margin 24, face thresholds
+    1500 / 100 voxels); ``scaled`` (nnint's default) scales them with the patch: the margin by
+    ``patch / 192`` per axis and the face thresholds by ``face area / 192^2``. For a 192^3 patch
+    both are identical.
+    """
+
+    margin: tuple[int, int, int] = (24, 24, 24)
+    #: per axis (the faces orthogonal to that axis): changed voxels that always trigger a zoom-out
+    abs_threshold: tuple[float, float, float] = (1500.0, 1500.0, 1500.0)
+    #: per axis: changed voxels needed together with a relative change > ``rel_threshold``
+    min_threshold: tuple[float, float, float] = (100.0, 100.0, 100.0)
+    rel_threshold: float = 0.2
+    opening_size: int = 5
+    max_depth: int = 3
+
+    @classmethod
+    def official(cls) -> ZoomConstants:
+        return cls()
+
+    @classmethod
+    def scaled(cls, patch: Sequence[int]) -> ZoomConstants:
+        p = [int(v) for v in patch]
+        margin = tuple(int(round(24 * v / OFFICIAL_PATCH)) for v in p)
+        area = [p[1] * p[2], p[0] * p[2], p[0] * p[1]]
+        ref = OFFICIAL_PATCH * OFFICIAL_PATCH
+        return cls(
+            margin=margin,  # type: ignore[arg-type]
+            abs_threshold=tuple(1500.0 * a / ref for a in area),  # type: ignore[arg-type]
+            min_threshold=tuple(100.0 * a / ref for a in area),  # type: ignore[arg-type]
+        )
+
+
+def _py_round_center(lo: Sequence[int], hi: Sequence[int]) -> tuple[int, int, int]:
+    return tuple(int(round((a + b) / 2)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
+def _zoom_for_extent(extent: Sequence[int], patch: Sequence[int]) -> float:
+    return max(1.0, max((e + p // 3) / p for e, p in zip(extent, patch)))
+
+
+def prediction_center(prompt: Prompt, patch: Sequence[int]) -> tuple[tuple[int, int, int], float] | None:
+    """The centre and initial zoom factor the official session queues for a prompt (§4.3).
+
+    Points: the (rounded) point, zoom 1. Boxes: ``round((lo + hi) / 2)`` (Python rounding), zoom
+    ``max(1, max_axis((extent + patch // 3) / patch))``. Scribbles, lassos and initial masks: the
+    same on the half-open bbox of the mask's voxels. None when the prompt covers no voxel.
+    """
+    if isinstance(prompt, Point):
+        return prompt.index, 1.0
+    if isinstance(prompt, Box):
+        lo, hi = prompt.lo, prompt.hi
+    else:
+        nz = np.argwhere(prompt.mask)
+        if nz.size == 0:
+            return None
+        lo = tuple(int(v + o) for v, o in zip(nz.min(0), prompt.lo))
+        hi = tuple(int(v + 1 + o) for v, o in zip(nz.max(0), prompt.lo))
+    extent = [b - a for a, b in zip(lo, hi)]
+    return _py_round_center(lo, hi), _zoom_for_extent(extent, patch)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DeviceError(f"unknown device {device!r} ({e}); use 'cpu' or 'cuda[:N]'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {device!r} was requested but CUDA is not available in this PyTorch installation "
+                f"(torch {torch.__version__}); use device='cpu' or install a CUDA build of PyTorch"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif dev.type != "cpu":
+        raise DeviceError(f"device {device!r} is not supported by the torch backend; use 'cpu' or 'cuda[:N]'")
+    return dev
+
+
+_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class TorchEngine:
+    """An nnInteractive-format model on one image.
+
+    ``model_folder``: a :class:`~nnint.backends.torch.checkpoint.ModelFolder`.
+    ``device``: ``"cpu"`` or ``"cuda[:N]"``. ``precision``: ``"fp32"`` (reference), ``"bf16"``
+    (autocast, CPU or CUDA) or ``"fp16"`` (CUDA autocast, as the official package runs on GPUs).
+    ``compile``: wrap the network in ``torch.compile``. ``threads``: ``torch.set_num_threads``
+    (process-wide). ``autozoom``: zoom out while the prediction touches the window border.
+    ``channels_last``: run the network in ``channels_last_3d`` memory format.
+    ``constants``: ``"scaled"`` or ``"official"`` (see :class:`ZoomConstants`) or an instance.
+    ``gap_fill``: inside the refinement union box but outside every refinement box, keep the old
+    mask (``"old"``, nnInteractive 2.6.0) or write the coarse mask (``"coarse"``, 2.5.0).
+    ``official_fallback_rng``: a NumPy ``RandomState``-like object; when given, the refinement
+    planner's fallback draws from it like the official package (which uses ``np.random``);
+    default: nnint's deterministic fallback. ``network``: use this module instead of building the
+    model folder's network (tests, compatibility harnesses).
+    """
+
+    def __init__(
+        self,
+        model_folder,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        compile: bool = False,
+        threads: int | None = None,
+        autozoom: bool = True,
+        *,
+        channels_last: bool = False,
+        constants: str | ZoomConstants = "scaled",
+        gap_fill: str = "old",
+        official_fallback_rng: Any = None,
+        network: torch.nn.Module | None = None,
+    ) -> None:
+        self.device = _device(device)
+        if precision not in _PRECISIONS:
+            raise DeviceError(f"unknown precision {precision!r}; use one of {', '.join(_PRECISIONS)}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise DeviceError("precision 'fp16' needs a CUDA device; on the CPU use 'fp32' or 'bf16'")
+        if gap_fill not in ("old", "coarse"):
+            raise ValueError(f"gap_fill must be 'old' or 'coarse', got {gap_fill!r}")
+        mf = model_folder
+        if str(getattr(mf, "pad_mode_image", "constant")) != "constant":
+            raise IncompatibleModelError(
+                f"pad_mode_image {mf.pad_mode_image!r} is not supported (only 'constant', like the official session)"
+            )
+        patch = tuple(int(p) for p in mf.patch_size)
+        if len(patch) != 3:
+            raise IncompatibleModelError(f"the torch backend needs a 3-D patch size, the model has {patch}")
+        self.model_folder = mf
+        self.patch_size: tuple[int, int, int] = patch  # type: ignore[assignment]
+        self.precision = precision
+        self.autozoom = bool(autozoom)
+        self.channels_last = bool(channels_last)
+        self.gap_fill = gap_fill
+        self.official_fallback_rng = official_fallback_rng
+        if isinstance(constants, ZoomConstants):
+            self.constants = constants
+        elif constants == "scaled":
+            self.constants = ZoomConstants.scaled(patch)
+        elif constants == "official":
+            self.constants = ZoomConstants.official()
+        else:
+            raise ValueError(f"constants must be 'scaled', 'official' or a ZoomConstants, got {constants!r}")
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        self.license: str = str(getattr(mf, "license", "unknown"))
+        log.info("model %s: licence %s", getattr(mf, "path", "?"), self.license.splitlines()[0] if self.license else "")
+
+        self.num_image_channels = int(mf.num_image_channels)
+        self.num_interaction_channels = int(mf.num_interaction_channels)
+        self.channel_mapping = dict(mf.channel_mapping)
+        self.supported = dict(mf.supported_interactions)
+        self.prev_channel = int(self.channel_mapping["prev_seg"])
+        dil: set[int] = set()
+        for key in ("points", "scribble"):
+            if self.supported.get(key, False) and key in self.channel_mapping:
+                dil.update(int(c) for c in self.channel_mapping[key])
+        self.dilate_channels = sorted(dil)
+        self.capabilities = self._capabilities(mf)
+
+        net = network if network is not None else mf.build_network(self.device, torch.float32)
+        net = net.to(self.device).eval()
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last_3d)
+        if compile:
+            net = torch.compile(net)
+        self.network = net
+
+        self._source: _zoom.ImageSource | None = None
+        self._config: RasterConfig | None = None
+        self._plan_cache: tuple[tuple[Prompt, ...], RasterPlan] | None = None
+        #: what the last predict did (for inspection and compatibility harnesses)
+        self.last_run: dict = {}
+
+    # --- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_model(cls, spec: ModelSpec | str | Path, device: str | torch.device = "cpu", **options) -> TorchEngine:
+        """Load ``spec.path`` (a model folder) with ``load_model_folder`` and build the engine.
+
+        Options ``use_fold`` and ``checkpoint_name`` go to the loader, the rest to the constructor."""
+        from nnint.backends.torch.checkpoint import load_model_folder
+
+        path = spec.path if isinstance(spec, ModelSpec) else Path(spec)
+        if path is None:
+            raise IncompatibleModelError("the torch backend needs a model folder; this model has no path")
+        load_kw = {k: options.pop(k) for k in ("use_fold", "checkpoint_name") if k in options}
+        folder = load_model_folder(path, **load_kw)
+        return cls(folder, device=device, **options)
+
+    def _capabilities(self, mf) -> Capabilities:
+        kinds = set()
+        sup = self.supported
+        if sup.get("points"):
+            kinds.add("point")
+        if sup.get("bbox2d") or sup.get("bbox3d"):
+            kinds.add("box2d")  # a 2-D box is taken as a bbox3d when bbox2d is not supported
+        if sup.get("bbox3d"):
+            kinds.add("box3d")
+        if sup.get("scribble"):
+            kinds.add("scribble")
+        if sup.get("lasso"):
+            kinds.add("lasso")
+        if getattr(mf, "supports_initial_label", True):
+            kinds.add("initial_mask")
+        return Capabilities(
+            frozenset(kinds),
+            tuple(float(v) for v in mf.preferred_scribble_thickness),  # type: ignore[arg-type]
+            float(mf.interaction_decay),
+        )
+
+    # --- image -------------------------------------------------------------------------------
+
+    def set_image(self, image) -> None:
+        """Prepare an :class:`~nnint.image.Image` (or a ``(z, y, x)`` / ``(c, z, y, x)`` array):
+        normalisation statistics only; no copy of the volume is kept besides the caller's array.
+        Raises InvalidImageError (and keeps the previous image) for NaN/inf, all-zero or constant
+        images and for a channel count the model does not take."""
+        array = image.array if hasattr(image, "array") else np.asarray(image)
+        if array.ndim == 3:
+            n_ch = 1
+        elif array.ndim == 4:
+            n_ch = array.shape[0]
+        else:
+            raise InvalidImageError(f"image must be (z, y, x) or (c, z, y, x), got shape {array.shape}")
+        if n_ch != self.num_image_channels:
+            raise InvalidImageError(
+                f"the model takes {self.num_image_channels} image channel(s), the image has {n_ch}"
+            )
+        mean, std, _bbox = _zoom.image_statistics(array)
+        source = _zoom.ImageSource(array, mean, std)
+        config = RasterConfig(
+            shape=source.shape,
+            channel_mapping=self.channel_mapping,
+            num_interaction_channels=self.num_interaction_channels,
+            supported=self.supported,
+            decay=float(self.model_folder.interaction_decay),
+            point_radius=float(self.model_folder.point_radius),
+        )
+        self._source, self._config, self._plan_cache = source, config, None
+
+    # --- prediction --------------------------------------------------------------------------
+
+    def _plan(self, prompts: Sequence[Prompt]) -> RasterPlan:
+        assert self._config is not None
+        key = tuple(prompts)
+        cached = self._plan_cache
+        if cached is not None:
+            old, plan = cached
+            if len(old) == len(key) and all(a is b for a, b in zip(old, key)):
+                return plan
+            if len(old) == len(key) - 1 and all(a is b for a, b in zip(old, key)):
+                plan = build_plan(key[-1:], self._config, start=plan)
+                self._plan_cache = (key, plan)
+                return plan
+        plan = build_plan(key, self._config)
+        self._plan_cache = (key, plan)
+        return plan
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _forward(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """One forward pass; returns the argmax as uint8 (patch shape), ties -> background."""
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with self._autocast():
+            logits = self.network(x)
+        # argmax over two classes with ties -> background (class 0), without a strided reduction
+        pred = logits[0, 1] > logits[0, 0]
+        self.last_run["forwards"] = self.last_run.get("forwards", 0) + 1
+        return pred.cpu().numpy().astype(np.uint8)
+
+    def _input(self, plan: RasterPlan, mask: np.ndarray, center, zoom: float) -> _zoom.NetworkInput:
+        assert self._source is not None
+        return _zoom.build_network_input(
+            self._source, plan, mask, center, zoom, self.patch_size, self.prev_channel, self.dilate_channels
+        )
+
+    def _border_changed(self, pred: np.ndarray, prev: np.ndarray) -> bool:
+        c = self.constants
+        return _zoom.border_changed(pred, prev, c.abs_threshold, c.min_threshold, c.rel_threshold)
+
+    def predict(self, prompts: Sequence[Prompt], mask: np.ndarray) -> MaskUpdate | None:
+        """Predict the object after its newest prompt (see :class:`nnint.engine.Engine`).
+
+        Returns the rewritten region (the clipped window at zoom 1, else the clipped union box of
+        the refinement boxes), or None when the newest prompt queues no prediction (an initial
+        mask without ``predict``)."""
+        if self._source is None or self._config is None:
+            raise SessionError("no image: call set_image before predict")
+        prompts = list(prompts)
+        if not prompts:
+            raise SessionError("predict needs at least one prompt")
+        mask = np.asarray(mask)
+        if mask.shape != self._source.shape:
+            raise InvalidMaskError(f"mask has shape {mask.shape}, the image {self._source.shape}")
+        if mask.dtype != np.uint8:
+            mask = (mask != 0).astype(np.uint8)
+        for p in prompts:
+            if isinstance(p, Box) and not p.is_2d and not self.supported.get("bbox3d", False):
+                raise UnsupportedPromptError(
+                    f"3D box {p.lo}-{p.hi} is not supported by this model (bbox3d: false); draw a 2D box on one slice"
+                )
+        plan = self._plan(prompts)  # raises UnsupportedPromptError before anything runs
+        newest = prompts[-1]
+        force_full_refine = False
+        if isinstance(newest, InitialMask):
+            if not newest.predict:
+                return None
+            force_full_refine = True
+        queued = prediction_center(newest, self.patch_size)
+        if queued is None:
+            return None
+        center, zoom = queued
+        zoom = min(_zoom.MAX_ZOOM, zoom)
+        self.last_run = {"center": center, "zooms": [], "forwards": 0}
+
+        with torch.inference_mode():
+            inp = self._input(plan, mask, center, zoom)
+            pred = self._forward(inp.x)
+            self.last_run["zooms"].append(zoom)
+            changed = self._border_changed(pred, inp.prev)
+            while changed and self.autozoom:
+                if zoom >= _zoom.MAX_ZOOM:
+                    break
+                zoom = min(_zoom.MAX_ZOOM, zoom * _zoom.ZOOM_STEP)
+                inp = self._input(plan, mask, center, zoom)
+                pred = self._forward(inp.x)
+                self.last_run["zooms"].append(zoom)
+                changed = self._border_changed(pred, inp.prev)
+            if zoom == 1:
+                lo, hi = _zoom.clip_box(inp.win_lo, inp.win_hi, mask.shape)
+                if any(b <= a for a, b in zip(lo, hi)):
+                    return None
+                sl = tuple(slice(a - w, b - w) for a, b, w in zip(lo, hi, inp.win_lo))
+                self.last_run["boxes"] = []
+                return MaskUpdate(lo, np.ascontiguousarray(pred[sl]))
+            return self._refine(plan, mask, center, inp, pred, force_full_refine)
+
+    def _refine(self, plan: RasterPlan, mask: np.ndarray, center, inp: _zoom.NetworkInput, pred: np.ndarray,
+                force_full_refine: bool) -> MaskUpdate | None:
+        shape = mask.shape
+        c = self.constants
+        # coarse mask over the part of the window inside the image
+        clo, chi = _zoom.clip_box(inp.win_lo, inp.win_hi, shape)
+        empty_window = any(b <= a for a, b in zip(clo, chi))
+        coarse = None
+        boxes: list = []
+        if not empty_window:
+            wlo = [a - w for a, w in zip(clo, inp.win_lo)]
+            whi = [b - w for b, w in zip(chi, inp.win_lo)]
+            coarse = _refine.upsample_coarse(pred, inp.size, wlo, whi)
+            old = mask[tuple(slice(a, b) for a, b in zip(clo, chi))]
+            diff = _refine.opening((coarse != old).astype(np.uint8), c.opening_size)
+            plo, phi = clo, chi
+            if force_full_refine:
+                seg = _zoom.nonzero_bbox(mask)
+                if seg is not None:
+                    plo = tuple(min(a, b) for a, b in zip(clo, seg[0]))
+                    phi = tuple(max(a, b) for a, b in zip(chi, seg[1]))
+            if (plo, phi) != (clo, chi):
+                dmap = np.zeros(tuple(b - a for a, b in zip(plo, phi)), np.uint8)
+                dmap[tuple(slice(a - p, b - p) for a, b, p in zip(clo, chi, plo))] = diff
+                dmap |= mask[tuple(slice(a, b) for a, b in zip(plo, phi))] != 0
+            else:
+                dmap = diff
+                if force_full_refine:
+                    dmap = dmap | (old != 0)
+            fallback = (
+                _refine.OfficialRandomFallback(self.official_fallback_rng)
+                if self.official_fallback_rng is not None
+                else None
+            )
+            local = _refine.plan_boxes(dmap, self.patch_size, c.margin, c.max_depth, fallback)
+            boxes = [
+                (tuple(a + p for a, p in zip(lo, plo)), tuple(b + p for b, p in zip(hi, plo))) for lo, hi in local
+            ]
+        if not boxes:
+            boxes = [_refine.full_box(center, self.patch_size)]
+        self.last_run["boxes"] = boxes
+        ulo, uhi = _refine.union_box(boxes)
+        usize = tuple(b - a for a, b in zip(ulo, uhi))
+        # refinement cache: prev_seg over the union box = old mask, coarse injected inside the window
+        cache = _zoom.mask_crop(mask, ulo, uhi)
+        if coarse is not None:
+            ilo = [max(a, b) for a, b in zip(clo, ulo)]
+            ihi = [min(a, b) for a, b in zip(chi, uhi)]
+            if all(b > a for a, b in zip(ilo, ihi)):
+                cache[tuple(slice(a - u, b - u) for a, b, u in zip(ilo, ihi, ulo))] = coarse[
+                    tuple(slice(a - w, b - w) for a, b, w in zip(ilo, ihi, clo))
+                ]
+        in_image = np.zeros(usize, bool)
+        ilo, ihi = _zoom.clip_box(ulo, uhi, shape)
+        in_image[tuple(slice(a - u, b - u) for a, b, u in zip(ilo, ihi, ulo))] = True
+        result = _zoom.mask_crop(mask, ulo, uhi) if self.gap_fill == "old" else None
+        assert self._source is not None
+        for lo, hi in boxes:
+            sl = tuple(slice(a - u, b - u) for a, b, u in zip(lo, hi, ulo))
+            n_img = self.num_image_channels
+            x = np.empty((1, n_img + self.num_interaction_channels, *self.patch_size), np.float32)
+            x[0, :n_img] = self._source.crop(lo, hi)
+            x[0, n_img:] = feed(rasterise(plan, lo, hi), plan.intensity)
+            x[0, n_img + self.prev_channel] = cache[sl]
+            out = self._forward(x)
+            if getattr(self, "_zero_outside", True):
+                out = np.where(in_image[sl], out, 0).astype(np.uint8)  # nothing outside the image
+            cache[sl] = out
+            if result is not None:
+                result[sl] = out
+        if result is None:
+            result = cache
+        if not any(b > a for a, b in zip(ilo, ihi)) or any(b <= a for a, b in zip(ilo, ihi)):
+            return None
+        sl = tuple(slice(a - u, b - u) for a, b, u in zip(ilo, ihi, ulo))
+        return MaskUpdate(ilo, np.ascontiguousarray(result[sl]))

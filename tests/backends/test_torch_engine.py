@@ -1,0 +1,616 @@
+"""The torch engine: windows, resampling conventions, AutoZoom, refinement planning, end to end.
+
+End-to-end tests use a small model folder (written with the real checkpoint writer) and, where
+the expected mask must be known, a *prompt-following* network whose foreground logit is
+``prev_seg + positive prompts - negative prompts`` against a background logit of 0.5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.ndimage import maximum_filter, minimum_filter
+
+from nnint.backends.torch import refine, zoom
+from nnint.backends.torch.architectures import SMALL_CONFIGURATION, small_plans
+from nnint.backends.torch.checkpoint import load_model_folder, write_model_folder
+from nnint.backends.torch.engine import TorchEngine, ZoomConstants, prediction_center
+from nnint.backends.torch.network import build_network
+from nnint.backends.torch.rasterise import RasterConfig, build_plan, feed, rasterise
+from nnint.errors import DeviceError, InvalidImageError, InvalidMaskError, UnsupportedPromptError
+from nnint.image import Image
+from nnint.prompts import Box, InitialMask, Lasso, Point, Scribble
+from nnint.session import Session
+
+PATCH = 32
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------------
+
+
+class PromptFollower(torch.nn.Module):
+    """Logits [threshold, prev + positives - negatives] from the interaction channels."""
+
+    def __init__(self, n_img=1, mapping=None, threshold=0.5):
+        super().__init__()
+        mapping = mapping or {"prev_seg": 0, "points": (3, 4), "scribble": (5, 6), "bbox2d": (1, 2)}
+        self.n_img = n_img
+        self.prev = mapping["prev_seg"]
+        self.pos = sorted({v[0] for k, v in mapping.items() if k != "prev_seg"})
+        self.neg = sorted({v[1] for k, v in mapping.items() if k != "prev_seg"})
+        self.threshold = threshold
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        p = x[:, self.n_img :]
+        fg = p[:, self.prev].clone()
+        for c in self.pos:
+            fg += p[:, c]
+        for c in self.neg:
+            fg -= p[:, c]
+        return torch.stack([torch.full_like(fg, self.threshold), fg], 1)
+
+
+def _write_folder(path, patch=PATCH, **info):
+    from nnint.backends.torch.checkpoint import default_inference_info
+
+    plans = small_plans(patch)
+    torch.manual_seed(0)
+    net = build_network(plans["configurations"][SMALL_CONFIGURATION]["architecture"], 8, 2)
+    return write_model_folder(
+        path, plans=plans, configuration=SMALL_CONFIGURATION, network_weights=net.state_dict(),
+        inference_info=default_inference_info(**info),
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return load_model_folder(_write_folder(tmp_path_factory.mktemp("m") / "small"))
+
+
+@pytest.fixture(scope="module")
+def folder_2d_only(tmp_path_factory):
+    return load_model_folder(_write_folder(tmp_path_factory.mktemp("m2") / "small2d"))
+
+
+@pytest.fixture(scope="module")
+def folder_3d(tmp_path_factory):
+    sup = {"scribble": True, "lasso": True, "points": True, "bbox2d": True, "bbox3d": True}
+    return load_model_folder(_write_folder(tmp_path_factory.mktemp("m3") / "small3d", supported_interactions=sup))
+
+
+def image(shape=(40, 48, 44), seed=0):
+    rng = np.random.default_rng(seed)
+    arr = (rng.normal(100, 20, size=shape)).astype(np.float32)
+    arr[:2] = 0
+    return arr
+
+
+def follower_engine(folder, **kw):
+    kw.setdefault("network", PromptFollower(mapping=folder.channel_mapping))
+    return TorchEngine(folder, **kw)
+
+
+def apply(mask, update):
+    out = mask.copy()
+    if update is not None:
+        out[update.slices] = update.values
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# windows, crops, normalisation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_window_arithmetic():
+    assert zoom.window((10, 0, 5), (4, 5, 1)) == ((8, -2, 5), (12, 3, 6))
+    assert zoom.window((0, 0, 0), (192, 192, 192)) == ((-96,) * 3, (96,) * 3)
+    assert zoom.clip_box((-3, 2, 5), (4, 20, 9), (10, 10, 6)) == ((0, 2, 5), (4, 10, 6))
+    assert zoom.clip_box((12, 0, 0), (15, 1, 1), (10, 10, 10)) == ((10, 0, 0), (10, 1, 1))
+    assert zoom.scaled_size((192, 192, 192), 1.5) == (288, 288, 288)
+    assert zoom.scaled_size((192, 192, 192), 3.375) == (648, 648, 648)
+    assert zoom.scaled_size((64, 64, 64), 1.421875) == (91, 91, 91)
+    assert [zoom.dilation_kernel_size(z) for z in (1, 1.25, 1.5, 2.25, 3.375, 4)] == [1, 1, 3, 3, 5, 7]
+
+
+def test_crop_pads_with_zero_in_normalised_space():
+    arr = image((6, 7, 8))
+    mean, std, bbox = zoom.image_statistics(arr)
+    src = zoom.ImageSource(arr, mean, std)
+    out = src.crop((-2, 5, 6), (3, 9, 10))
+    assert out.shape == (1, 5, 4, 4)
+    assert (out[0, :2] == 0).all() and (out[0, :, 2:] == 0).all() and (out[0, :, :, 2:] == 0).all()
+    expected = (torch.from_numpy(arr[:3, 5:7, 6:8]) - torch.tensor(mean)) / torch.tensor(std)
+    np.testing.assert_array_equal(out[0, 2:, :2, :2], expected.numpy())
+    m = np.zeros((6, 7, 8), np.uint8)
+    m[0, 5, 6] = 1
+    crop = zoom.mask_crop(m, (-2, 5, 6), (3, 9, 10))
+    assert crop[2, 0, 0] == 1 and crop.sum() == 1
+
+
+def test_image_statistics_equal_official_recipe():
+    arr = image((20, 24, 18)).astype(np.int16)
+    arr[:, :3] = 0
+    mean, std, bbox = zoom.image_statistics(arr)
+    assert bbox == ((2, 3, 0), (20, 24, 18))
+    full = torch.from_numpy(arr.astype(np.float32))[2:, 3:, :]
+    assert mean == float(full.mean()) and std == float(full.std())
+    src = zoom.ImageSource(arr, mean, std)
+    normalised = ((torch.from_numpy(arr.astype(np.float32)) - full.mean()) / full.std()).numpy()
+    np.testing.assert_array_equal(src.crop((0, 0, 0), arr.shape)[0], normalised)
+
+
+@pytest.mark.parametrize(
+    "arr, match",
+    [
+        (np.zeros((5, 5, 5), np.float32), "all zero"),
+        (np.full((5, 5, 5), np.nan, np.float32), "NaN"),
+        (np.full((5, 5, 5), 3.0, np.float32), "constant"),
+    ],
+)
+def test_invalid_images(arr, match):
+    with pytest.raises(InvalidImageError, match=match):
+        zoom.image_statistics(arr)
+
+
+# ---------------------------------------------------------------------------------------------
+# resampling conventions
+# ---------------------------------------------------------------------------------------------
+
+
+def test_hand_computed_resampling_cases():
+    # area 3 -> 2: bins [0, 2) and [1, 3)
+    st, en = zoom.area_bins(3, 2)
+    assert st.tolist() == [0, 1] and en.tolist() == [2, 3]
+    x = torch.tensor([1.0, 2.0, 4.0]).view(1, 1, 3)
+    assert zoom.area_resample(x, (1, 1, 2)).flatten().tolist() == [1.5, 3.0]
+    # linear 4 -> 2: sources 0.5 and 2.5
+    i0, i1, l0, l1 = zoom.linear_taps(4, 2)
+    assert i0.tolist() == [0, 2] and i1.tolist() == [1, 3] and l1.tolist() == [0.5, 0.5]
+    # linear 2 -> 4: sources clamp at 0: -0.25 -> 0, 0.25, 0.75, 1.25 -> (1, 1)
+    i0, i1, l0, l1 = zoom.linear_taps(2, 4)
+    assert i0.tolist() == [0, 0, 0, 1] and i1.tolist() == [1, 1, 1, 1]
+    assert l1.tolist() == [0.0, 0.25, 0.75, 0.25]
+    # nearest 3 -> 2: floor(o * 1.5)
+    assert zoom.nearest_index(3, 2).tolist() == [0, 1]
+    assert zoom.nearest_index(768, 192)[:3].tolist() == [0, 4, 8]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    ins=st.tuples(*(st.integers(2, 30) for _ in range(3))),
+    outs=st.tuples(*(st.integers(2, 30) for _ in range(3))),  # (1, 1, 1) is a global mean in torch
+    seed=st.integers(0, 1000),
+)
+def test_resampling_is_bit_identical_to_torch(ins, outs, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(ins, generator=g)
+    ref = F.interpolate(x[None, None], size=outs, mode="trilinear", align_corners=False)[0, 0]
+    np.testing.assert_array_equal(zoom.linear_resample(x.numpy(), outs), ref.numpy())
+    h = (torch.rand(ins, generator=g) * 50).half() * (torch.rand(ins, generator=g) > 0.5)
+    ref = F.interpolate(h[None, None], size=outs, mode="area")[0, 0]
+    np.testing.assert_array_equal(zoom.area_resample(h, outs, "half").numpy(), ref.numpy())
+    b = (torch.rand(ins, generator=g) > 0.5).half()
+    ref = F.interpolate(b[None, None], size=outs, mode="area")[0, 0]
+    np.testing.assert_array_equal(zoom.area_resample(b, outs, "binary").numpy(), ref.numpy())
+    ref = F.interpolate(x[None, None], size=outs, mode="area")[0, 0]
+    np.testing.assert_allclose(zoom.area_resample(x, outs, "float").numpy(), ref.numpy(), rtol=1e-6)
+    idx = [zoom.nearest_index(i, o) for i, o in zip(ins, outs)]
+    ref = F.interpolate(x[None, None], size=outs, mode="nearest")[0, 0]
+    np.testing.assert_array_equal(x.numpy()[np.ix_(*idx)], ref.numpy())
+
+
+def _dense_zoomed_channel(full_window: np.ndarray, patch, kernel):
+    t = torch.from_numpy(full_window.astype(np.float32))[None, None]
+    if kernel > 1:
+        r = (kernel - 1) // 2
+        t = F.max_pool3d(F.pad(t, [r] * 6, mode="replicate"), kernel, stride=1)
+    return F.interpolate(t.half(), size=patch, mode="area")[0, 0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    size=st.tuples(*(st.integers(6, 40) for _ in range(3))),
+    kernel=st.sampled_from([1, 3, 5, 7]),
+    seed=st.integers(0, 10_000),
+)
+def test_sparse_zoomed_channel_equals_dense(size, kernel, seed):
+    rng = np.random.default_rng(seed)
+    patch = (5, 4, 6)
+    full = np.zeros(size, np.float16)
+    lo = [int(rng.integers(0, s)) for s in size]
+    hi = [int(min(s, a + rng.integers(1, 6))) for a, s in zip(lo, size)]
+    full[tuple(slice(a, b) for a, b in zip(lo, hi))] = (rng.random([b - a for a, b in zip(lo, hi)]) * 3).astype(
+        np.float16
+    )
+
+    def read(a, b):
+        return full[tuple(slice(i, j) for i, j in zip(a, b))]
+
+    got = zoom.zoomed_channel(read, lo, hi, size, patch, kernel, "half")
+    np.testing.assert_array_equal(got.numpy(), _dense_zoomed_channel(full, patch, kernel).numpy())
+
+
+def test_zoomed_image_equals_dense_padded_window():
+    arr = image((30, 26, 28))
+    mean, std, _ = zoom.image_statistics(arr)
+    src = zoom.ImageSource(arr, mean, std)
+    for center, size in [((15, 13, 14), (45, 45, 45)), ((2, 25, 0), (40, 36, 50))]:
+        lo, hi = zoom.window(center, size)
+        dense = torch.from_numpy(src.crop(lo, hi)[0])
+        ref = F.interpolate(dense[None, None], size=(16, 16, 16), mode="trilinear", align_corners=False)[0, 0]
+        got = zoom.zoomed_image(src, lo, size, (16, 16, 16), z_chunk=5)[0]
+        np.testing.assert_array_equal(got.numpy(), ref.numpy())
+
+
+def test_upsample_coarse_equals_torch_interpolate_threshold():
+    rng = np.random.default_rng(1)
+    pred = (rng.random((8, 8, 8)) > 0.5).astype(np.uint8)
+    size = (13, 12, 17)
+    ref = F.interpolate(torch.from_numpy(pred).float()[None, None], size=size, mode="trilinear", align_corners=False)
+    ref = (ref[0, 0] >= 0.5).numpy().astype(np.uint8)
+    np.testing.assert_array_equal(refine.upsample_coarse(pred, size, (0, 0, 0), size, z_chunk=4), ref)
+    np.testing.assert_array_equal(refine.upsample_coarse(pred, size, (2, 3, 4), (9, 12, 10)), ref[2:9, 3:12, 4:10])
+
+
+# ---------------------------------------------------------------------------------------------
+# AutoZoom border test
+# ---------------------------------------------------------------------------------------------
+
+
+def _face(n_cur, n_prev, axis=2, last=True, size=32):
+    pred = np.zeros((size,) * 3, np.uint8)
+    prev = np.zeros((size,) * 3, np.uint8)
+    sl = [slice(None)] * 3
+    sl[axis] = size - 1 if last else 0
+    for arr, n in ((pred, n_cur), (prev, n_prev)):
+        face = np.zeros(size * size, np.uint8)
+        face[:n] = 1
+        arr[tuple(sl)] = face.reshape(size, size)
+    return pred, prev
+
+
+def test_border_change_thresholds():
+    bc = zoom.border_changed
+    assert bc(*_face(101, 0))  # empty prev: > 100 new voxels on a face
+    assert not bc(*_face(100, 0))
+    assert not bc(*_face(0, 0))
+    for axis in range(3):
+        for last in (False, True):
+            assert bc(*_face(150, 0, axis, last))
+    # relative change: 500 -> 601 is +20.2 % with 101 changed voxels
+    assert bc(*_face(601, 500))
+    assert not bc(*_face(600, 500))  # exactly 20 %
+    assert not bc(*_face(590, 490))  # 100 changed voxels only
+    # absolute: > 1500 changed triggers whatever the ratio
+    pred, prev = _face(1000, 0, size=64)
+    assert bc(pred, prev)
+    assert not bc(*_face(1000, 900, size=64))
+    assert bc(*_face(2600, 1000, size=64))
+    # inner slices are not looked at
+    pred = np.zeros((32,) * 3, np.uint8)
+    pred[1:-1, 1:-1, 1:-1] = 1
+    assert not bc(pred, np.zeros_like(pred))
+    # per-axis thresholds
+    assert not bc(*_face(150, 0, axis=2), (1500, 1500, 1500), (100, 100, 200))
+    assert bc(*_face(150, 0, axis=1), (1500, 1500, 1500), (100, 100, 200))
+
+
+def test_zoom_constants():
+    off = ZoomConstants.official()
+    assert off.margin == (24, 24, 24) and off.abs_threshold == (1500, 1500, 1500)
+    assert ZoomConstants.scaled((192, 192, 192)) == off
+    small = ZoomConstants.scaled((64, 64, 64))
+    assert small.margin == (8, 8, 8) and small.min_threshold[0] == pytest.approx(100 / 9)
+
+
+# ---------------------------------------------------------------------------------------------
+# refinement planning
+# ---------------------------------------------------------------------------------------------
+
+
+def test_opening_equals_whole_array_filter():
+    rng = np.random.default_rng(0)
+    diff = (rng.random((30, 25, 20)) < 0.3).astype(np.uint8)
+    diff[5:15, 5:15, 5:15] = 1
+    diff[:, :, -1] = 1
+    expected = maximum_filter(minimum_filter(diff, 5, mode="nearest"), 5, mode="nearest")
+    np.testing.assert_array_equal(refine.opening(diff), expected)
+    assert not refine.opening(np.zeros((5, 5, 5), np.uint8)).any()
+
+
+def _diff_maps():
+    rng = np.random.default_rng(7)
+    from scipy.ndimage import gaussian_filter
+
+    maps = []
+    for i in range(6):
+        shape = tuple(int(v) for v in rng.integers(20, 70, 3))
+        if i % 3 == 0:
+            m = gaussian_filter(rng.random(shape), 3) > 0.53
+        elif i % 3 == 1:
+            m = rng.random(shape) < 0.003
+        else:
+            m = np.zeros(shape, bool)
+            m[shape[0] // 2] = True
+        maps.append(m)
+    return maps
+
+
+@pytest.mark.parametrize("m", _diff_maps())
+def test_planner_covers_every_diff_voxel_deterministically(m):
+    box, margin = (32, 32, 32), (8, 8, 8)
+    boxes = refine.plan_boxes(m, box, margin)
+    assert boxes == refine.plan_boxes(m, box, margin)  # deterministic
+    covered = np.zeros(m.shape, bool)
+    for lo, hi in boxes:
+        assert tuple(b - a for a, b in zip(lo, hi)) == box
+        c = tuple(a + s // 2 for a, s in zip(lo, box))
+        slo, shi = refine.shrunk_box(c, box, margin)
+        sl = tuple(slice(max(a, 0), max(b, 0)) for a, b in zip(slo, shi))
+        covered[sl] = True
+    assert not (m & ~covered).any()
+    if m.any():
+        assert boxes
+    # the official seeded-RNG fallback is reproducible
+    a = refine.plan_boxes(m, box, margin, fallback=refine.OfficialRandomFallback(np.random.RandomState(3)))
+    b = refine.plan_boxes(m, box, margin, fallback=refine.OfficialRandomFallback(np.random.RandomState(3)))
+    assert a == b
+
+
+def test_planner_greedy_tie_break_and_empty():
+    assert refine.plan_boxes(np.zeros((10, 10, 10), bool), (4, 4, 4), (1, 1, 1)) == []
+    m = np.zeros((9, 9, 9), bool)
+    m[4, 4, 4] = True
+    assert refine.plan_boxes(m, (4, 4, 4), (1, 1, 1)) == [((2, 2, 2), (6, 6, 6))]
+    # two separate blobs: two boxes, the first grid candidate wins ties (C order)
+    m = np.zeros((40, 10, 10), bool)
+    m[2:4, 4:6, 4:6] = True
+    m[30:32, 4:6, 4:6] = True
+    boxes = refine.plan_boxes(m, (8, 8, 8), (2, 2, 2))
+    assert len(boxes) == 2 and boxes[0][0][0] < boxes[1][0][0]
+
+
+def test_evenly_spaced_fallback_clears_everything():
+    u = np.zeros((30, 30, 30), bool)
+    u[::7, ::5, ::3] = True
+    centres = refine.evenly_spaced_fallback()(u, (10, 10, 10), (2, 2, 2))
+    assert not u.any() and centres
+
+
+# ---------------------------------------------------------------------------------------------
+# prediction centre and zoom
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prediction_center_rules():
+    patch = (192, 192, 192)
+    assert prediction_center(Point((3.2, 4.5, 5.7)), patch) == ((3, 5, 6), 1.0)
+    # box centre with Python rounding (half to even), zoom from the extent
+    c, z = prediction_center(Box((10, 20, 30), (11, 41, 51)), patch)
+    assert c == (10, 30, 40) and z == 1.0
+    c, z = prediction_center(Box((11, 0, 0), (12, 200, 150)), patch)
+    assert c == (12, 100, 75) and z == pytest.approx(264 / 192)
+    # crop prompts: half-open bbox of the set voxels
+    m = np.zeros((1, 5, 6), np.uint8)
+    m[0, 1, 2] = m[0, 3, 4] = 1
+    assert prediction_center(Scribble(m, (10, 20, 30)), patch) == ((10, 22, 34), 1.0)
+    assert prediction_center(Box((11, 0, 0), (12, 70, 60)), (64, 64, 64))[1] == 1.421875
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine end to end
+# ---------------------------------------------------------------------------------------------
+
+
+def test_capabilities_and_licence(folder, folder_3d):
+    eng = follower_engine(folder)
+    assert eng.capabilities.prompt_kinds == {"point", "box2d", "scribble", "lasso", "initial_mask"}
+    assert eng.capabilities.interaction_decay == 0.98
+    assert eng.capabilities.preferred_scribble_thickness == (2.0, 2.0, 2.0)
+    assert isinstance(eng.license, str)
+    assert "box3d" in follower_engine(folder_3d).capabilities.prompt_kinds
+
+
+def test_point_box_scribble_lasso_follow_the_prompts(folder):
+    arr = image()
+    eng = follower_engine(folder, constants="official")
+    eng.set_image(Image(arr))
+    mask = np.zeros(arr.shape, np.uint8)
+    # positive point: the 9^3 ball (kernel > 0.5 threshold) around the point, window written
+    p = Point((20, 24, 22))
+    upd = eng.predict([p], mask)
+    assert upd.lo == (4, 8, 6) and upd.values.shape == (PATCH,) * 3
+    mask = apply(mask, upd)
+    assert mask[20, 24, 22] == 1 and mask[20, 24, 26] == 0 and mask.sum() > 20
+    # a negative point at the same place: prev 1 + 0.98 (decayed positive) - 1 > 0.5 keeps it,
+    # without the positive prompt (e.g. after an initial mask) prev 1 - 1 removes it
+    n = Point((20, 24, 22), False)
+    assert apply(mask, eng.predict([p, n], mask))[20, 24, 22] == 1
+    mask2 = apply(mask, eng.predict([n], mask))
+    assert mask2[20, 24, 22] == 0 and mask2.sum() < mask.sum()
+    # a 2D box: exactly its slab
+    b = Box((10, 5, 6), (11, 25, 30))
+    m = apply(np.zeros_like(mask), eng.predict([b], np.zeros_like(mask)))
+    assert m[10, 5:25, 6:30].all() and m.sum() == 20 * 24
+    # scribble and lasso crops: exactly their voxels
+    crop = np.zeros((1, 6, 7), np.uint8)
+    crop[0, 1:5, 2] = 1
+    crop[0, 4, 2:6] = 1
+    s = Scribble(crop, (30, 10, 10))
+    m = apply(np.zeros_like(mask), eng.predict([s], np.zeros_like(mask)))
+    assert m.sum() == crop.sum() and (m[30, 10:16, 10:17] == crop[0]).all()
+    lasso = Lasso(np.ones((1, 5, 5), np.uint8), (12, 12, 12))
+    m = apply(np.zeros_like(mask), eng.predict([lasso], np.zeros_like(mask)))
+    assert m.sum() == 25
+    assert eng.last_run["zooms"] == [1.0]
+
+
+def test_initial_mask(folder):
+    arr = image()
+    eng = follower_engine(folder)
+    eng.set_image(arr)
+    base = np.zeros(arr.shape, np.uint8)
+    base[10:30, 10:40, 8:36] = 1
+    assert eng.predict([InitialMask.from_full_mask(base)], base) is None
+    upd = eng.predict([InitialMask.from_full_mask(base, predict=True)], base)
+    out = apply(base, upd)
+    assert len(eng.last_run["zooms"]) >= 1 and eng.last_run["zooms"][0] > 1  # 30 + 10 > 32: zoomed out
+    assert eng.last_run["boxes"]  # force_full_refine covers the old segmentation
+    assert (out == base).mean() > 0.99
+
+
+def test_large_prompt_zooms_out_and_refines(folder):
+    from scipy.ndimage import binary_dilation
+
+    arr = image((40, 96, 90))
+    eng = follower_engine(folder)  # patch-scaled constants (margin 4 for a 32^3 patch)
+    eng.set_image(arr)
+    mask = np.zeros(arr.shape, np.uint8)
+    crop = np.ones((8, 80, 76), np.uint8)
+    s = Scribble(crop, (16, 8, 7))
+    upd = eng.predict([s], mask)
+    run = eng.last_run
+    assert run["zooms"][0] == pytest.approx((80 + PATCH // 3) / PATCH)
+    assert len(run["boxes"]) > 1 and run["forwards"] == len(run["zooms"]) + len(run["boxes"])
+    assert upd.lo == tuple(max(0, v) for v in refine.union_box(run["boxes"])[0])
+    out = apply(mask, upd)
+    target = np.zeros_like(mask)
+    target[16:24, 8:88, 7:83] = 1
+    # every scribble voxel refined to foreground; the coarse mask (fed as prev_seg) adds a rim only
+    assert out[target == 1].all()
+    assert not (out & ~binary_dilation(target, iterations=4)).any()
+    # deterministic
+    upd2 = eng.predict([s], mask)
+    assert upd2.lo == upd.lo and np.array_equal(upd2.values, upd.values)
+
+
+def test_thin_box_refines_one_box_at_the_centre(folder):
+    """Official behaviour: the 5^3 opening removes a one-voxel slab from the diff map, so a zoomed
+    2D box is refined by the single fallback box around its centre."""
+    arr = image((40, 96, 90))
+    eng = follower_engine(folder, constants="official")
+    eng.set_image(arr)
+    b = Box((20, 5, 6), (21, 90, 80))
+    eng.predict([b], np.zeros(arr.shape, np.uint8))
+    assert eng.last_run["zooms"][0] > 1
+    assert eng.last_run["boxes"] == [refine.full_box(prediction_center(b, (PATCH,) * 3)[0], (PATCH,) * 3)]
+
+
+def test_autozoom_follows_border_changes(folder):
+    arr = image((64, 64, 64))
+    mask = np.zeros(arr.shape, np.uint8)
+    # a big prompted structure crossing the window border drives the zoom out
+    crop = np.ones((30, 60, 60), np.uint8)
+    s = Scribble(crop, (17, 2, 2))
+    eng = follower_engine(folder)
+    eng.set_image(arr)
+    # a point in the middle of it: the first pass at zoom 1 sees the scribble on all borders
+    eng.predict([s, Point((32, 32, 32))], mask)
+    assert eng.last_run["zooms"][:2] == [1.0, 1.5]
+    no_zoom = follower_engine(folder, autozoom=False)
+    no_zoom.set_image(arr)
+    no_zoom.predict([s, Point((32, 32, 32))], mask)
+    assert no_zoom.last_run["zooms"] == [1.0]
+
+
+def test_mask_argument_is_not_modified_and_result_is_pure(folder):
+    arr = image()
+    eng = follower_engine(folder)
+    eng.set_image(arr)
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[5:9, 5:9, 5:9] = 1
+    before = mask.copy()
+    prompts = [Point((20, 20, 20)), Point((21, 21, 21), False)]
+    a = eng.predict(prompts, mask)
+    b = eng.predict(list(prompts), mask.copy())
+    assert np.array_equal(mask, before)
+    assert a.lo == b.lo and np.array_equal(a.values, b.values)
+
+
+def test_real_network_forward(folder):
+    arr = image()
+    eng = TorchEngine(folder, threads=None, autozoom=False)  # seeded random weights would zoom to 4x
+    eng.set_image(arr)
+    upd = eng.predict([Point((20, 24, 22))], np.zeros(arr.shape, np.uint8))
+    assert upd is not None and upd.values.dtype == np.uint8 and set(np.unique(upd.values)) <= {0, 1}
+    assert eng.last_run["forwards"] >= 1
+
+
+def test_session_integration(folder):
+    arr = image()
+    eng = follower_engine(folder)
+    session = Session(Image(arr), eng)
+    change = session.add(Box((10, 5, 6), (11, 25, 30)))
+    assert change is not None and session.active.mask[10, 5:25, 6:30].all()
+    session.add(Point((30, 30, 30)))
+    assert session.active.mask[30, 30, 30] == 1 and session.active.mask[10, 5:25, 6:30].all()
+    session.undo()
+    assert session.active.mask[30, 30, 30] == 0 and session.active.mask[10, 5:25, 6:30].all()
+
+
+def test_invalid_inputs(folder, folder_2d_only):
+    eng = follower_engine(folder_2d_only)
+    with pytest.raises(InvalidImageError):
+        eng.set_image(np.zeros((10, 10, 10), np.float32))
+    bad = image()
+    bad[3, 3, 3] = np.nan
+    with pytest.raises(InvalidImageError):
+        eng.set_image(bad)
+    with pytest.raises(InvalidImageError, match="channel"):
+        eng.set_image(np.stack([image(), image()]))
+    arr = image()
+    eng.set_image(arr)
+    mask = np.zeros(arr.shape, np.uint8)
+    with pytest.raises(UnsupportedPromptError, match="3D"):
+        eng.predict([Box((2, 2, 2), (8, 8, 8))], mask)
+    with pytest.raises(InvalidMaskError):
+        eng.predict([Point((1, 1, 1))], np.zeros((3, 3, 3), np.uint8))
+    with pytest.raises(DeviceError):
+        TorchEngine(folder, precision="fp16", network=PromptFollower())
+    with pytest.raises(DeviceError):
+        TorchEngine(folder, precision="int8", network=PromptFollower())
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA"):
+            TorchEngine(folder, device="cuda", network=PromptFollower())
+
+
+def test_3d_box_on_bbox3d_model(folder_3d):
+    arr = image()
+    eng = follower_engine(folder_3d)
+    eng.set_image(arr)
+    m = apply(np.zeros(arr.shape, np.uint8), eng.predict([Box((10, 10, 10), (20, 22, 24))], np.zeros(arr.shape, np.uint8)))
+    assert m[10:20, 10:22, 10:24].all() and m.sum() == 10 * 12 * 14
+
+
+def test_from_model_and_plugin(folder):
+    from nnint.engine import ModelSpec
+
+    eng = TorchEngine.from_model(ModelSpec("small", "torch", path=folder.path), device="cpu")
+    assert eng.patch_size == (PATCH,) * 3
+
+
+def test_input_channels_follow_plan(folder):
+    """The zoom-1 input is [image, prev_seg, prompts / I] of the window, in mapping order."""
+    arr = image()
+    mean, std, _ = zoom.image_statistics(arr)
+    src = zoom.ImageSource(arr, mean, std)
+    cfg = RasterConfig(arr.shape, folder.channel_mapping, 7, folder.supported_interactions, 0.98)
+    prompts = [Point((5, 5, 5)), Box((6, 1, 1), (7, 9, 9), False)]
+    plan = build_plan(prompts, cfg)
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[4:6, 4:6, 4:6] = 1
+    inp = zoom.build_network_input(src, plan, mask, (6, 5, 5), 1.0, (PATCH,) * 3, 0, [3, 4, 5, 6])
+    x = inp.x.numpy()[0]
+    lo, hi = inp.win_lo, inp.win_hi
+    np.testing.assert_array_equal(x[0], src.crop(lo, hi)[0])
+    np.testing.assert_array_equal(x[1], zoom.mask_crop(mask, lo, hi))
+    np.testing.assert_array_equal(x[2:], feed(rasterise(plan, lo, hi), plan.intensity)[1:].astype(np.float32))
