@@ -5,6 +5,7 @@ exactly like a third party's would be."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from nnint.errors import NnintError
@@ -34,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that spin while waiting tripled CPU time on busy 2-core machines (measured in
+    # docs/compat.md); passive waiting costs nothing measurable when the machine is idle. It must be
+    # set before torch is imported, which the subcommands do lazily.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "_run"):
