@@ -23,10 +23,19 @@ def _centre(mask: np.ndarray, prompts: Sequence[Prompt], shape) -> tuple[int, in
     return tuple(s // 2 for s in shape)  # type: ignore[return-value]
 
 
-def _window(array: np.ndarray) -> tuple[float, float]:
-    sample = array[:: max(1, array.shape[0] // 32)].astype(np.float32)
-    lo, hi = np.percentile(sample, (0.5, 99.5))
-    return float(lo), float(hi if hi > lo else lo + 1)
+def _window(array: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Grey-level window from the neighbourhood of the object (its bbox grown by a quarter of its
+    size on each side), so air or empty background does not wash out the contrast that matters."""
+    if mask.any():
+        nz = np.argwhere(mask)
+        lo, hi = nz.min(0), nz.max(0) + 1
+        grow = (hi - lo) // 4 + 2
+        sl = tuple(slice(max(0, a - g), min(s, b + g)) for a, b, g, s in zip(lo, hi, grow, array.shape))
+        sample = array[sl].astype(np.float32)
+    else:
+        sample = array[:: max(1, array.shape[0] // 32)].astype(np.float32)
+    lo_v, hi_v = np.percentile(sample, (1.0, 99.0))
+    return float(lo_v), float(hi_v if hi_v > lo_v else lo_v + 1)
 
 
 def write_overview(
@@ -52,7 +61,7 @@ def write_overview(
     arr = image.array
     mask = np.asarray(mask).astype(bool)
     c = centre or _centre(mask, prompts, arr.shape)
-    vmin, vmax = _window(arr)
+    vmin, vmax = _window(arr, mask)
     sz, sy, sx = image.spacing_zyx
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
     for axis, ax in enumerate(axes):

@@ -23,6 +23,10 @@ DEFAULT_PLUGINS = (
     "nnint.default_plugins.classical_backend",
     "nnint.default_plugins.bundled_models",
     "nnint.default_plugins.commands",
+    "nnint.default_plugins.train_command",
+    "nnint.default_plugins.demo_command",
+    "nnint.default_plugins.protocols",
+    "nnint.default_plugins.evaluate_command",
 )
 
 _pm: pluggy.PluginManager | None = None

@@ -89,7 +89,7 @@ def _segment(args) -> int:
     image = Image.read(args.image)
     spec = resolve_model(args.model) if args.backend != "classical" or args.model else None
     engine = load_engine(spec, backend=args.backend, device=args.device)
-    name = spec.name if spec else args.backend
+    name = spec.name if spec else (args.backend or "classical")
     print(f"image {image.shape} (z, y, x), spacing {tuple(round(v, 4) for v in image.spacing_zyx)} mm; model {name}", file=sys.stderr)
     if spec is not None and spec.license:
         print(f"model licence: {spec.license}", file=sys.stderr)

@@ -34,7 +34,10 @@ def _run(args) -> int:
     prompts = [prompt_from_dict(p) for p in card["prompts"]]
     spec = resolve_model(args.model) if (args.model or args.backend != "classical") else None
     engine = load_engine(spec, backend=args.backend, device=args.device)
-    name = spec.name if spec else args.backend
+    name = spec.name if spec else (args.backend or "classical")
+    if spec is None:
+        print("no bundled model is registered yet: running the classical DEVELOPMENT backend "
+              "(region growing, no learned weights)", file=sys.stderr)
     print(f"sample: {card['description']} {image.shape} (z, y, x)", file=sys.stderr)
     print(f"model: {name}" + (f" (licence: {spec.license})" if spec else ""), file=sys.stderr)
     session = Session(image, engine)

@@ -1,0 +1,86 @@
+"""Registers ``nnint train`` (see docs/training.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from nnint.plugins import hookimpl
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", default=[], metavar="DIR",
+                   help="nnU-Net raw dataset, folder of datasets, manifest folder, or synthetic:N[:SEED] (repeatable)")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, model/, log.csv, curves.png)")
+    p.add_argument("--arch", default="small", help="small | tiny | v1 | PLANS.json[:CONFIGURATION] (default small)")
+    p.add_argument("--patch", type=int, default=64, help="training patch edge in voxels (default 64)")
+    p.add_argument("--infer-patch", type=int, default=None,
+                   help="inference patch edge written to plans.json (default: --patch)")
+    p.add_argument("--iterations", type=int, default=10000, help="total iterations (default 10000)")
+    p.add_argument("--batch", type=int, default=2, help="samples per iteration and process (default 2)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 1e-3 AdamW / 1e-2 SGD, divided by 10 with --init)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=1, help="data-loading worker processes (default 1)")
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint_latest.pth exactly")
+    p.add_argument("--init", metavar="FOLDER", help="start from a compatible model folder (fine-tuning)")
+    p.add_argument("--val-every", type=int, default=500, help="validate every N iterations (0: never)")
+    p.add_argument("--val-cases", type=int, default=4, help="dev cases used for validation (default 4)")
+    p.add_argument("--val-targets", type=int, default=3, help="targets per dev case (largest to smallest; default 3)")
+    p.add_argument("--val-no-autozoom", action="store_true",
+                   help="validate without AutoZoom (cheaper; default: the engine's normal behaviour)")
+    p.add_argument("--save-every", type=int, default=200, help="checkpoint every N iterations (default 200)")
+    p.add_argument("--save-minutes", type=float, default=10.0, help="... or every M minutes (default 10)")
+    p.add_argument("--log-every", type=int, default=10, help="progress line every N iterations")
+    p.add_argument("--max-rounds", type=int, default=3, help="most simulated correction rounds per iteration")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--supervoxels", action="store_true", help="add supervoxel pseudo-label targets")
+    p.add_argument("--cache", help="preprocessed-case cache folder (default OUT/cache)")
+    p.add_argument("--license", help="LICENSE text of the exported model folder (first line = licence id)")
+    p.add_argument("--export", action="store_true",
+                   help="only export OUT/checkpoint_latest.pth as the model folder OUT/model and exit")
+
+
+def _explicit(args) -> tuple:
+    """Options whose value differs from the parser default (taken as given on the command line)."""
+    p = argparse.ArgumentParser()
+    _arguments(p)
+    defaults = vars(p.parse_args(["--out", "x"]))
+    names = {"val_no_autozoom": "val_autozoom"}
+    return tuple(names.get(k, k) for k, v in vars(args).items() if k in defaults and k != "out" and v != defaults[k])
+
+
+def _run(args) -> int:
+    import os
+
+    # OpenMP threads that spin while waiting collapse under CPU contention (10x slower with 2
+    # threads on a shared 2-core machine); passive waiting costs nothing when the machine is idle.
+    # Only effective if torch's OpenMP runtime has not started yet.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from nnint.train.loop import TrainConfig, export_only, train
+
+    if args.export:
+        folder = export_only(args.out)
+        print(f"wrote {folder}", file=sys.stderr)
+        return 0
+    cfg = TrainConfig(
+        data=list(args.data), out=args.out, arch=args.arch, patch=args.patch, infer_patch=args.infer_patch,
+        iterations=args.iterations, batch=args.batch, lr=args.lr, optimizer=args.optimizer, device=args.device,
+        threads=args.threads, workers=args.workers, resume=args.resume, init=args.init, val_every=args.val_every,
+        val_cases=args.val_cases, val_targets=args.val_targets,
+        val_autozoom=not args.val_no_autozoom, save_every=args.save_every, save_minutes=args.save_minutes,
+        log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds,
+        cache=args.cache, license=args.license, explicit=_explicit(args),
+    )
+    summary = train(cfg)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+@hookimpl
+def nnint_register_commands(register):
+    register("train", "train (or fine-tune) a promptable segmentation model; writes an nnInteractive model folder",
+             _arguments, _run)

@@ -1,0 +1,516 @@
+"""Training data: cases, cached preprocessing, target sampling and patch + first-prompt samples.
+
+Sources (``--data``, repeatable):
+
+* an nnU-Net raw dataset, a folder of them (e.g. ``data/raw``) or a manifest folder -- read by
+  :mod:`nnint.evaluate.data` (splits from ``splits.json`` / ``splits_final.json``: ``train`` for
+  training, ``dev``/``val`` for validation; without a splits file every 10th case is held out);
+* ``synthetic:N`` (optionally ``synthetic:N:SEED`` or ``synthetic:N:SEED:EDGE``) -- N procedural
+  volumes from :mod:`nnint.train.synthetic` (CT/MR/microscopy-like, about 64-144 voxels per axis,
+  or scaled to a largest edge of about EDGE), generated once into the cache; every 10th is dev.
+
+Each case is preprocessed once into ``CACHE/<case>/``: the image normalised exactly as at
+inference (:func:`nnint.train.augment.normalise`) as float32 ``.npy``, the label map as ``.npy``
+(optionally a supervoxel pseudo-label map), and ``meta.json`` with every target (label value, voxel
+count, bounding box). Samples read patches through memory maps, so datasets larger than memory work.
+
+A sample (:meth:`TrainSet.sample`) is a pure function of ``(seed, rank, index)``:
+
+1. a case (uniform) and a target in it; every label value is a target (class-agnostic), chosen
+   with probability proportional to ``voxels ** -0.25`` so small structures are not drowned out;
+   sometimes one connected component of it, sometimes a supervoxel pseudo-label instead;
+2. a window: the engine's zoom rule ``z = max(1, (extent + P/3) / P)`` for a box around the target
+   (the view the network gets for a box/initial-mask prompt on a large object), or ``z = 1`` with
+   a window around a point inside the target (the view for a click; large targets are cut by the
+   window, as at inference);
+3. zoom 1: spatial + intensity augmentation, then the first prompt simulated on the patch;
+   zoom > 1: the first prompt is simulated at full resolution and rasterised, then the window is
+   brought down to ``P`` exactly like the engine does (image trilinear; point/scribble channels
+   max-dilated by ``round_to_nearest_odd(2z - 1)``; all prompt channels and prev_seg area-averaged),
+   then flips / 90-degree rotations and intensity augmentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+
+from nnint.train import augment, simulate
+
+__all__ = ["CaseRef", "prepare_cases", "TrainSet", "SampleConfig", "collate", "round_to_nearest_odd", "area_matrix", "zoom_channels"]
+
+
+@attrs.frozen
+class CaseRef:
+    """A cached, preprocessed case."""
+
+    name: str
+    folder: Path
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    #: list of [value, voxels, [z0, y0, x0, z1, y1, x1]]
+    targets: list = attrs.field(eq=False)
+    sv_targets: list = attrs.field(eq=False, factory=list)
+
+    def image(self) -> np.ndarray:
+        return np.load(self.folder / "image.npy", mmap_mode="r")
+
+    def labels(self) -> np.ndarray:
+        return np.load(self.folder / "labels.npy", mmap_mode="r")
+
+    def raw(self) -> np.ndarray:
+        return np.load(self.folder / "raw.npy")
+
+    def sv_labels(self) -> np.ndarray:
+        return np.load(self.folder / "sv.npy", mmap_mode="r")
+
+
+def _safe(name: str) -> str:
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
+    return f"{keep}-{digest}"
+
+
+def _targets(labels: np.ndarray, min_voxels: int = 8) -> list:
+    out = []
+    objs = ndi.find_objects(labels.astype(np.int32, copy=False))
+    counts = np.bincount(labels.ravel().astype(np.int64))
+    for v, sl in enumerate(objs, start=1):
+        if sl is None or counts[v] < min_voxels:
+            continue
+        out.append([int(v), int(counts[v]), [s.start for s in sl] + [s.stop for s in sl]])
+    return out
+
+
+def _signature(how) -> str:
+    """What a cached case was made from: the files' size and mtime (so a regenerated dataset is
+    re-prepared), or the synthetic generator's parameters."""
+    if how[0] == "synthetic":
+        return f"synthetic:{how[1]}:{how[2]}:{how[3]}"
+    case = how[1]
+    parts = []
+    for p in (case.image, case.label):
+        st = Path(p).stat()
+        parts.append(f"{p}:{st.st_size}:{int(st.st_mtime)}")
+    return "|".join(parts)
+
+
+def _write_case(folder: Path, name: str, image: np.ndarray, labels: np.ndarray, spacing, sv: bool,
+                keep_raw: bool = False, signature: str = "") -> CaseRef:
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "image.npy", augment.normalise(image))
+    if keep_raw:  # validation runs the real engine, which normalises the original image itself
+        np.save(tmp / "raw.npy", np.asarray(image))
+    labels = np.asarray(labels)
+    ltype = np.uint8 if labels.max() < 256 else np.uint16 if labels.max() < 65536 else np.int32
+    np.save(tmp / "labels.npy", labels.astype(ltype))
+    meta = {"name": name, "shape": list(labels.shape), "spacing": [float(s) for s in spacing],
+            "targets": _targets(labels), "signature": signature}
+    if sv:
+        from nnint.train.supervoxels import supervoxels
+
+        svl = supervoxels(np.asarray(image), spacing)
+        np.save(tmp / "sv.npy", svl.astype(np.uint16))
+        meta["sv_targets"] = _targets(svl)
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return _ref(folder)
+
+
+def _ref(folder: Path) -> CaseRef:
+    meta = json.loads((folder / "meta.json").read_text())
+    return CaseRef(meta["name"], folder, tuple(meta["shape"]), tuple(meta["spacing"]), meta["targets"],
+                   meta.get("sv_targets", []))
+
+
+def _list_sources(data: list[str], split: str) -> list[tuple[str, object]]:
+    """(case name, loader) pairs for the given split ('train' or 'dev')."""
+    from nnint.evaluate.data import DataError, load_case, open_dataset
+
+    out: list[tuple[str, object]] = []
+    for src in data:
+        if src.startswith("synthetic:"):
+            parts = src.split(":")
+            n = int(parts[1])
+            seed = int(parts[2]) if len(parts) > 2 else 0
+            edge = int(parts[3]) if len(parts) > 3 else 0
+            for i in range(n):
+                is_dev = i % 10 == 9
+                if (split == "dev") != is_dev:
+                    continue
+                tag = f"synthetic{seed}" + (f"e{edge}" if edge else "")
+                out.append((f"{tag}/case{i:04d}", ("synthetic", seed, i, edge)))
+            continue
+        try:
+            ds = open_dataset(src, split="train" if split == "train" else "dev")
+            cases = list(ds.cases)
+            if split == "train":
+                # a "train" split that equals everything (no splits file): hold out every 10th case
+                try:
+                    dev = {c.name for c in open_dataset(src, split="dev").cases}
+                except DataError:
+                    dev = None
+                if dev is None:
+                    cases = [c for i, c in enumerate(cases) if i % 10 != 9]
+        except DataError:
+            if split == "dev":
+                all_cases = list(open_dataset(src).cases)
+                cases = [c for i, c in enumerate(all_cases) if i % 10 == 9]
+            else:
+                raise
+        for c in cases:
+            out.append((c.name, ("file", c, load_case)))
+    return out
+
+
+def _synthetic_case(seed: int, i: int, edge: int = 0):
+    from nnint.train.synthetic import GENERATORS
+
+    rng = np.random.default_rng([seed, i, 7919])
+    kind = ["ct", "mr", "microscopy"][i % 3]
+    shape = (int(rng.integers(64, 113)), int(rng.integers(96, 145)), int(rng.integers(96, 145)))
+    if kind == "microscopy":
+        shape = (int(rng.integers(40, 81)), shape[1], shape[2])
+    if edge:  # a smaller variant (tests, quick experiments)
+        shape = tuple(max(16, int(s * edge / 144)) for s in shape)
+    image, labels, spacing = GENERATORS[kind](rng, shape)
+    return image, labels, spacing
+
+
+def prepare_cases(data: list[str], cache: str | os.PathLike, split: str = "train", *, supervoxels: bool = False,
+                  log=print) -> list[CaseRef]:
+    """Preprocess (once) and list the cases of ``split`` from every source in ``data``."""
+    cache = Path(cache)
+    refs = []
+    sources = _list_sources(list(data), split)
+    for k, (name, how) in enumerate(sources):
+        folder = cache / _safe(name)
+        signature = _signature(how)
+        meta_file = folder / "meta.json"
+        fresh = meta_file.exists() and json.loads(meta_file.read_text()).get("signature", signature) == signature
+        if fresh:
+            ref = _ref(folder)
+            if (not (supervoxels and split == "train") or (folder / "sv.npy").exists()) and (split != "dev" or (folder / "raw.npy").exists()):
+                refs.append(ref)
+                continue
+        if how[0] == "synthetic":
+            image, labels, spacing = _synthetic_case(how[1], how[2], how[3])
+        else:
+            img, labels = how[2](how[1])
+            image, spacing = img.array, img.spacing_zyx
+        refs.append(_write_case(folder, name, image, labels, spacing, supervoxels and split == "train",
+                                keep_raw=split == "dev", signature=signature))
+        if log and (k + 1) % 10 == 0:
+            log(f"prepared {k + 1}/{len(sources)} {split} cases")
+    return [r for r in refs if r.targets or r.sv_targets]
+
+
+# --- engine-identical zoom-out ----------------------------------------------------------------
+
+
+def round_to_nearest_odd(x: float) -> int:
+    """The reference rule: ceil(x) if odd, else floor(x) if odd, else x + 1."""
+    c, f = math.ceil(x), math.floor(x)
+    if c % 2 == 1:
+        return int(c)
+    if f % 2 == 1:
+        return int(f)
+    return int(x) + 1
+
+
+def area_matrix(length: int, out: int) -> np.ndarray:
+    """Adaptive average pooling along one axis as a (out, length) matrix: output i averages input
+    indices ``[floor(i L / out), ceil((i + 1) L / out))``."""
+    m = np.zeros((out, length), np.float64)
+    for i in range(out):
+        a = (i * length) // out
+        b = -((-(i + 1) * length) // out)
+        m[i, a:b] = 1.0 / (b - a)
+    return m
+
+
+def _area_block(block: np.ndarray, lo, mats) -> np.ndarray:
+    """Area-downsample a sub-block of a larger (zero elsewhere) array placed at ``lo``."""
+    out = block.astype(np.float64)
+    for ax in range(3):
+        m = mats[ax][:, lo[ax]:lo[ax] + block.shape[ax]]
+        out = np.moveaxis(np.tensordot(m, np.moveaxis(out, ax, 0), axes=(1, 0)), 0, ax)
+    return out
+
+
+def zoom_channels(channels_fullres_fn, window: int, patch: int, zoom: float, dilate: set[int],
+                  num_channels: int) -> np.ndarray:
+    """Bring full-resolution prompt channels of a ``window``^3 crop down to ``patch``^3 like the engine.
+
+    ``channels_fullres_fn() -> list[(channel, block, lo)]`` yields the non-zero content of every
+    channel as a block placed at ``lo`` in the window (zero elsewhere). Channels in ``dilate``
+    (points, scribbles) are max-filtered with ``k = round_to_nearest_odd(2 z - 1)`` (edge
+    replicating) first; every channel is then area-averaged.
+    """
+    k = round_to_nearest_odd(2 * zoom - 1)
+    mats = [area_matrix(window, patch)] * 3
+    out = np.zeros((num_channels, patch, patch, patch), np.float32)
+    for ch, block, lo in channels_fullres_fn():
+        lo = np.asarray(lo)
+        if ch in dilate and k > 1:
+            m = k // 2
+            plo = np.maximum(lo - m, 0)
+            phi = np.minimum(lo + np.asarray(block.shape) + m, window)
+            big = np.zeros(tuple(phi - plo), np.float32)
+            big[tuple(slice(a, a + s) for a, s in zip(lo - plo, block.shape))] = block
+            big = ndi.maximum_filter(big, size=k, mode="nearest")
+            block, lo = big, plo
+        out[ch] += _area_block(block, lo, mats).astype(np.float32)
+    return out
+
+
+# --- samples ------------------------------------------------------------------------------------
+
+
+def _crop(arr: np.ndarray, lo, size) -> np.ndarray:
+    """``arr[lo:lo+size]`` per axis with zero padding outside (copy)."""
+    lo = np.asarray(lo)
+    hi = lo + np.asarray(size)
+    shape = np.asarray(arr.shape)
+    clo, chi = np.maximum(lo, 0), np.minimum(hi, shape)
+    out = np.zeros(tuple(size), arr.dtype)
+    if np.all(chi > clo):
+        out[tuple(slice(a - o, b - o) for a, b, o in zip(clo, chi, lo))] = arr[tuple(slice(a, b) for a, b in zip(clo, chi))]
+    return out
+
+
+@attrs.define
+class SampleConfig:
+    patch: int = 64
+    p_zoom: float = 0.1
+    max_zoom: float = 2.5
+    p_component: float = 0.25
+    p_supervoxel: float = 0.25
+    size_power: float = -0.25
+    decay: float = simulate.DEFAULT_DECAY
+    point_radius: float = simulate.DEFAULT_POINT_RADIUS
+    mapping: dict = attrs.field(factory=lambda: dict(simulate.LEGACY_MAPPING))
+    num_channels: int = 7
+    first_kinds: dict = attrs.field(factory=lambda: dict(simulate.FIRST_KINDS))
+    correction_kinds: dict = attrs.field(factory=lambda: dict(simulate.CORRECTION_KINDS))
+    #: probability that the first prompt is followed by pre-simulated corrections of a corrupted mask
+    p_corrupt_prev: float = 0.1
+
+
+class TrainSet(torch.utils.data.Dataset):
+    """Infinite-style dataset: item ``i`` is sample ``i`` of the run (deterministic in (seed, rank, i))."""
+
+    def __init__(self, cases: list[CaseRef], cfg: SampleConfig, seed: int = 0, rank: int = 0,
+                 length: int = 10**12) -> None:
+        if not cases:
+            raise ValueError("no training case with a usable target")
+        self.cases, self.cfg, self.seed, self.rank, self.length = cases, cfg, int(seed), int(rank), int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.rank, int(index), 31337])
+        last_error = None
+        for _ in range(20):
+            try:
+                out = self.sample(rng)
+            except (ValueError, RuntimeError, IndexError) as exc:  # a degenerate draw: draw again
+                last_error = exc
+                continue
+            if out is not None:
+                return out
+        raise RuntimeError(f"could not draw a usable training sample in 20 tries (last error: {last_error!r})")
+
+    # -- the sample ----------------------------------------------------------------------------
+
+    def _pick_target(self, rng):
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        use_sv = bool(case.sv_targets) and (not case.targets or rng.random() < self.cfg.p_supervoxel)
+        targets = case.sv_targets if use_sv else case.targets
+        if not targets:
+            return None
+        sizes = np.asarray([t[1] for t in targets], float)
+        w = sizes ** self.cfg.size_power
+        t = targets[int(rng.choice(len(targets), p=w / w.sum()))]
+        return case, use_sv, t
+
+    def sample(self, rng: np.random.Generator) -> dict | None:
+        cfg = self.cfg
+        picked = self._pick_target(rng)
+        if picked is None:
+            return None
+        case, use_sv, (value, _size, bb) = picked
+        P = cfg.patch
+        lo_t, hi_t = np.asarray(bb[:3]), np.asarray(bb[3:])
+        extent = hi_t - lo_t
+        z0 = max(1.0, float((extent.max() + P // 3) / P))
+        zoom = 1.0
+        if z0 > 1.0 and rng.random() < 0.7:  # the view of a box / mask prompt on a large object
+            zoom = float(np.clip(z0 * rng.uniform(0.95, 1.25), 1.0, cfg.max_zoom))
+        elif z0 == 1.0 and rng.random() < cfg.p_zoom:  # a mildly zoomed-out view of a small object
+            zoom = float(rng.uniform(1.05, 1.6))
+        W = int(round(P * zoom)) if zoom > 1.0 else P
+        labels_all = case.sv_labels() if use_sv else case.labels()
+        image_all = case.image()
+        if zoom > 1.0:
+            centre = (lo_t + hi_t) / 2.0 + rng.uniform(-0.08, 0.08, 3) * W
+        else:
+            fits = np.all(extent <= P - 8)
+            if fits and rng.random() < 0.8:
+                slack = (P - extent) / 2.0
+                centre = (lo_t + hi_t) / 2.0 + rng.uniform(-1, 1, 3) * np.maximum(slack - 4, 0)
+            else:  # a window around a voxel of the target (how a click sees a big object)
+                sub = np.asarray(labels_all[tuple(slice(a, b) for a, b in zip(lo_t, hi_t))]) == value
+                pts = np.argwhere(sub)
+                centre = lo_t + pts[int(rng.integers(len(pts)))] + rng.uniform(-0.25, 0.25, 3) * P
+        centre = np.floor(centre + 0.5).astype(int)
+        wlo = centre - W // 2
+        target = _crop(np.asarray(labels_all), wlo, (W,) * 3) == value
+        if not target.any():
+            return None
+        if rng.random() < cfg.p_component:
+            lab, n = ndi.label(target, np.ones((3, 3, 3), bool))
+            if n > 1:
+                target = lab == int(rng.integers(1, n + 1))
+        image = _crop(np.asarray(image_all, dtype=np.float32), wlo, (W,) * 3)
+        if zoom == 1.0:
+            return self._sample_zoom1(image, target, rng)
+        return self._sample_zoomed(image, target, zoom, W, rng)
+
+    def _finish(self, image, target, channels, prompts, prev_seg, rng, zoom) -> dict:
+        agent = simulate.sample_agent(rng, self.cfg.correction_kinds)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image[None], np.float32)),
+            "target": torch.from_numpy(np.ascontiguousarray(target, np.uint8)),
+            "channels": torch.from_numpy(np.ascontiguousarray(channels, np.float32)),
+            "prompts": prompts,
+            "prev_seg": np.ascontiguousarray(prev_seg, np.uint8),
+            "agent": agent,
+            "zoom": float(zoom),
+            "rng_seed": int(rng.integers(2**62)),
+        }
+
+    def _sample_zoom1(self, image, target, rng) -> dict | None:
+        cfg = self.cfg
+        image, target = augment.spatial(image, target, rng)
+        target = target.astype(bool)
+        if target.sum() < 3:
+            return None
+        image = augment.intensity(image, rng)
+        prompt, prev_seg = simulate.first_prompt(target, rng, kinds=cfg.first_kinds)
+        prompts = [prompt]
+        if rng.random() < cfg.p_corrupt_prev and not isinstance(prompt, simulate.InitialMask):
+            # a mid-episode state: a corrupted mask as previous segmentation plus one correction
+            bad = simulate.corrupt_mask(target, rng)
+            corr = simulate.correction_prompt(target, bad, rng, "point")
+            if corr is not None:
+                prompts.append(corr)
+                prev_seg = bad.astype(np.uint8)
+        channels = simulate.prompt_channels(prompts, prev_seg, decay=cfg.decay, point_radius=cfg.point_radius,
+                                            mapping=cfg.mapping, num_channels=cfg.num_channels)
+        return self._finish(image, target, channels, prompts, prev_seg, rng, 1.0)
+
+    def _sample_zoomed(self, image, target, zoom, W, rng) -> dict | None:
+        cfg = self.cfg
+        P = cfg.patch
+        kinds = {k: v for k, v in cfg.first_kinds.items() if k != "point"}  # a click never starts zoomed out
+        prompt, prev_seg = simulate.first_prompt(target, rng, kinds=kinds)
+        mapping = cfg.mapping
+        dilate = {mapping["points"][0], mapping["points"][1], mapping["scribble"][0], mapping["scribble"][1]}
+
+        def blocks():
+            if isinstance(prompt, simulate.InitialMask):
+                ys = [(mapping["prev_seg"], prompt.mask.astype(np.float32), prompt.lo)]
+                return ys
+            lo, hi = prompt.bbox
+            if isinstance(prompt, simulate.Point):
+                r = int(cfg.point_radius)
+                lo = np.asarray(prompt.index) - r
+                hi = np.asarray(prompt.index) + r + 1
+            lo = np.maximum(np.asarray(lo), 0)
+            hi = np.minimum(np.asarray(hi), W)
+            # rasterise through the same function, on the prompt's block only
+            shifted = _shift_prompt(prompt, -lo)
+            ch = simulate.prompt_channels([shifted], np.zeros(tuple(hi - lo), np.uint8), decay=cfg.decay,
+                                          point_radius=cfg.point_radius, mapping=mapping,
+                                          num_channels=cfg.num_channels)
+            return [(c, ch[c], lo) for c in range(ch.shape[0]) if ch[c].any()]
+
+        engine_input = _engine_zoomed_input(image, prompt, prev_seg, zoom, W, P, cfg)
+        if engine_input is not None:
+            # the torch backend's own builder: x = [image, prompt channels] exactly as at inference
+            image_p, channels = engine_input
+        else:
+            channels = zoom_channels(blocks, W, P, zoom, dilate, cfg.num_channels)
+            t = torch.from_numpy(image)[None, None]
+            image_p = F.interpolate(t, size=(P, P, P), mode="trilinear", align_corners=False)[0, 0].numpy()
+        tgt = torch.from_numpy(target.astype(np.float32))[None, None]
+        target_p = F.adaptive_avg_pool3d(tgt, (P, P, P))[0, 0].numpy() >= 0.5
+        if target_p.sum() < 3:
+            return None
+        arrs = augment.flip_rot([image_p, target_p, channels], rng)
+        image_p, target_p, channels = arrs
+        image_p = augment.intensity(image_p, rng)
+        prev_p = (channels[mapping["prev_seg"]] >= 0.5).astype(np.uint8)
+        # corrections are not simulated in zoomed-out samples (prompts=None), their input is final
+        return self._finish(image_p, target_p, channels, None, prev_p, rng, zoom)
+
+
+def _engine_zoomed_input(image, prompt, prev_seg, zoom, W, P, cfg):
+    """``(image_P, channels_P)`` built by ``nnint.backends.torch.zoom.build_network_input`` for the
+    window ``[0, W)^3`` of the (already normalised) crop at ``zoom``; None if unavailable."""
+    try:
+        from nnint.backends.torch import rasterise as ras
+        from nnint.backends.torch import zoom as zm
+    except ImportError:
+        return None
+    if zm.scaled_size((P, P, P), zoom) != (W, W, W):
+        return None
+    config = ras.RasterConfig(shape=(W, W, W), channel_mapping=dict(cfg.mapping),
+                              num_interaction_channels=int(cfg.num_channels), supported=dict(simulate._ALL_SUPPORTED),
+                              decay=float(cfg.decay), point_radius=float(cfg.point_radius))
+    plan = ras.build_plan([prompt], config)
+    mapping = cfg.mapping
+    dilate = sorted({*mapping["points"], *mapping["scribble"]})
+    source = zm.ImageSource(image, 0.0, 1.0)  # the crop is normalised already: (x - 0) / 1 == x
+    mask = np.asarray(prev_seg, np.uint8)
+    centre = (W // 2, W // 2, W // 2)  # window(c, W) = [c - W//2, c + W//2 + W%2) = [0, W)
+    inp = zm.build_network_input(source, plan, mask, centre, zoom, (P, P, P), int(mapping["prev_seg"]), dilate)
+    if tuple(inp.win_lo) != (0, 0, 0):
+        return None
+    x = inp.x.numpy()[0]
+    return np.ascontiguousarray(x[0]), np.ascontiguousarray(x[1:], np.float32)
+
+
+def _shift_prompt(prompt, offset):
+    """The same prompt moved by ``offset`` voxels (z, y, x)."""
+    off = np.asarray(offset)
+    if isinstance(prompt, simulate.Point):
+        return simulate.Point(np.asarray(prompt.zyx) + off, prompt.positive)
+    if isinstance(prompt, simulate.Box):
+        return simulate.Box(np.asarray(prompt.lo) + off, np.asarray(prompt.hi) + off, prompt.positive)
+    return type(prompt)(prompt.mask, np.asarray(prompt.lo) + off, prompt.positive)
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack tensors, keep Python objects (prompts, agents, masks) as lists."""
+    out = {}
+    for key in items[0]:
+        vals = [it[key] for it in items]
+        out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    return out

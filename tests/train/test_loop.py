@@ -1,0 +1,122 @@
+"""`nnint train` end to end on a tiny dataset (CPU, a few iterations)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nnint.train.loop import TrainConfig, train
+
+
+def _case(rng, shape=(40, 40, 40)):
+    zz, yy, xx = np.indices(shape)
+    img = rng.normal(100, 10, shape).astype(np.float32)
+    lab = np.zeros(shape, np.uint8)
+    for v, r in ((1, 9), (2, 5), (3, 3)):
+        c = rng.integers(r + 2, np.array(shape) - r - 2)
+        ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r
+        lab[ball & (lab == 0)] = v
+        img[ball] += 60 * v
+    return img, lab
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from nnint.evaluate.data import write_nnunet_dataset
+
+    root = tmp_path_factory.mktemp("data") / "Dataset001_Tiny"
+    rng = np.random.default_rng(0)
+    cases = [(f"c{i}", *_case(rng), (1.0, 1.0, 1.0)) for i in range(5)]
+    write_nnunet_dataset(root, cases, {"big": 1, "mid": 2, "small": 3})
+    (root / "splits.json").write_text(json.dumps({"train": ["c0", "c1", "c2", "c3"], "dev": ["c4"]}))
+    return root
+
+
+def _cfg(dataset, out, **kw) -> TrainConfig:
+    base = dict(data=[str(dataset)], out=str(out), arch="tiny", patch=32, iterations=3, threads=1,
+                workers=0, val_every=0, save_every=2, log_every=1, seed=1, max_rounds=1, batch=1, cache=str(out.parent / "cache"))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_three_iterations_write_a_loadable_model_folder(dataset, tmp_path):
+    from nnint.backends.torch.checkpoint import load_model_folder
+
+    out = tmp_path / "run"
+    summary = train(_cfg(dataset, out, val_every=3, val_cases=1, val_targets=1, val_autozoom=False), log=lambda s: None)
+    assert summary["iteration"] == 3
+    assert np.isfinite(summary["loss"])
+    for name in ("checkpoint_latest.pth", "log.csv", "curves.png", "config.json", "val.csv"):
+        assert (out / name).exists(), name
+    assert 0.0 <= summary["val_box+5"] <= 1.0
+    folder = out / "model"
+    mf = load_model_folder(folder)
+    net = mf.build_network("cpu")  # strict load_state_dict inside
+    assert mf.num_input_channels == 8 and mf.interaction_decay == 0.98
+    assert mf.supported_interactions["bbox3d"] is True
+    info = json.loads((folder / "inference_info.json").read_text())
+    assert info["channel_mapping"]["points"] == [3, 4]
+    assert (folder / "LICENSE").exists() and (folder / "fold_0" / "checkpoint_final.pth").exists()
+    with torch.no_grad():
+        assert net(torch.zeros(1, 8, 32, 32, 32)).shape == (1, 2, 32, 32, 32)
+    engine_mod = pytest.importorskip("nnint.backends.torch.engine")
+    from nnint.image import Image
+    from nnint.plugins import load_engine
+    from nnint.prompts import Point
+
+    del engine_mod
+    engine = load_engine(str(folder), backend="torch", device="cpu", autozoom=False)
+    img, _ = _case(np.random.default_rng(9))
+    engine.set_image(Image(img))
+    upd = engine.predict([Point((20, 20, 20))], np.zeros(img.shape, np.uint8))
+    assert upd is not None and upd.values.dtype == np.uint8
+
+
+def test_resume_continues_exactly(dataset, tmp_path):
+    straight = tmp_path / "straight"
+    train(_cfg(dataset, straight, iterations=2, save_every=100), log=lambda s: None)
+    split = tmp_path / "split"
+    first = train(_cfg(dataset, split, iterations=2, stop_at=1, save_every=100), log=lambda s: None)
+    assert first["iteration"] == 1 and first["stopped"]
+    second = train(_cfg(dataset, split, iterations=2, resume=True), log=lambda s: None)
+    assert second["iteration"] == 2
+    a = torch.load(straight / "checkpoint_latest.pth", weights_only=False)
+    b = torch.load(split / "checkpoint_latest.pth", weights_only=False)
+    assert [h["loss"] for h in a["history"] if "loss" in h] == [h["loss"] for h in b["history"] if "loss" in h]
+    for k, v in a["network_weights"].items():
+        torch.testing.assert_close(v, b["network_weights"][k], rtol=0, atol=1e-6)
+
+
+def test_cli_registers_train_and_export(dataset, tmp_path):
+    from nnint.cli import build_parser, main
+
+    args = build_parser().parse_args(["train", "--data", str(dataset), "--out", str(tmp_path / "o")])
+    assert args.command == "train" and args.patch == 64
+    out = tmp_path / "run"
+    train(_cfg(dataset, out, iterations=1, supervoxels=True), log=lambda s: None)
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*/meta.json")]
+    assert any(m.get("sv_targets") for m in metas)  # supervoxel pseudo-label targets were prepared
+    import shutil
+
+    shutil.rmtree(out / "model")
+    assert main(["train", "--out", str(out), "--export"]) == 0
+    assert (out / "model" / "plans.json").exists()
+
+
+def test_init_fine_tunes_a_model_folder(dataset, tmp_path):
+    from nnint.backends.torch.checkpoint import load_model_folder
+
+    base = tmp_path / "base"
+    train(_cfg(dataset, base, iterations=1), log=lambda s: None)
+    ft = tmp_path / "ft"
+    summary = train(_cfg(dataset, ft, iterations=1, init=str(base / "model"), arch="small"), log=lambda s: None)
+    assert summary["iteration"] == 1
+    a, b = load_model_folder(base / "model"), load_model_folder(ft / "model")
+    assert a.plans == b.plans and a.configuration_name == b.configuration_name  # the initial model's architecture
+    assert b.channel_mapping == a.channel_mapping and b.interaction_decay == a.interaction_decay
+    b.build_network("cpu")
+    changed = [k for k in a.network_weights if not torch.equal(a.network_weights[k], b.network_weights[k])]
+    assert changed  # it trained
