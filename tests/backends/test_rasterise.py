@@ -134,9 +134,9 @@ def prompts_st(draw, allow_3d_box=False):
     return out
 
 
-regions = st.tuples(
-    *(st.integers(-6, s + 2) for s in SHAPE), *(st.integers(1, 12) for _ in SHAPE)
-).map(lambda t: (t[:3], tuple(a + n for a, n in zip(t[:3], t[3:]))))
+regions = st.tuples(*(st.integers(-6, s + 2) for s in SHAPE), *(st.integers(1, 12) for _ in SHAPE)).map(
+    lambda t: (t[:3], tuple(a + n for a, n in zip(t[:3], t[3:])))
+)
 
 
 # --- tests ---------------------------------------------------------------------------------

@@ -65,7 +65,10 @@ def _write_folder(path, patch=PATCH, **info):
     torch.manual_seed(0)
     net = build_network(plans["configurations"][SMALL_CONFIGURATION]["architecture"], 8, 2)
     return write_model_folder(
-        path, plans=plans, configuration=SMALL_CONFIGURATION, network_weights=net.state_dict(),
+        path,
+        plans=plans,
+        configuration=SMALL_CONFIGURATION,
+        network_weights=net.state_dict(),
         inference_info=default_inference_info(**info),
     )
 
@@ -587,7 +590,9 @@ def test_3d_box_on_bbox3d_model(folder_3d):
     arr = image()
     eng = follower_engine(folder_3d)
     eng.set_image(arr)
-    m = apply(np.zeros(arr.shape, np.uint8), eng.predict([Box((10, 10, 10), (20, 22, 24))], np.zeros(arr.shape, np.uint8)))
+    m = apply(
+        np.zeros(arr.shape, np.uint8), eng.predict([Box((10, 10, 10), (20, 22, 24))], np.zeros(arr.shape, np.uint8))
+    )
     assert m[10:20, 10:22, 10:24].all() and m.sum() == 10 * 12 * 14
 
 

@@ -93,8 +93,13 @@ def test_resume_continues_exactly(dataset, tmp_path):
 def test_cli_registers_train_and_export(dataset, tmp_path):
     from nnint.cli import build_parser, main
 
-    args = build_parser().parse_args(["train", "--data", str(dataset), "--out", str(tmp_path / "o")])
+    from nnint.default_plugins.train_command import _explicit
+
+    args = build_parser().parse_args(["train", "--data", str(dataset), "--out", str(tmp_path / "o"),
+                                      "--val-cases", "4"])
     assert args.command == "train" and args.patch == 64
+    # options given on the command line (even with their default value) override a checkpoint's on --resume
+    assert set(_explicit(args)) == {"data", "val_cases"}
     out = tmp_path / "run"
     train(_cfg(dataset, out, iterations=1, supervoxels=True), log=lambda s: None)
     metas = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*/meta.json")]

@@ -42,15 +42,30 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--license", help="LICENSE text of the exported model folder (first line = licence id)")
     p.add_argument("--export", action="store_true",
                    help="only export OUT/checkpoint_latest.pth as the model folder OUT/model and exit")
+    _track_explicit(p)
+
+
+def _track_explicit(p: argparse.ArgumentParser) -> None:
+    """Make every option record its dest in ``namespace._explicit`` when given on the command line
+    (on --resume, given options override the checkpoint's settings, the others are taken from it)."""
+    for action in p._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        base = type(action)
+
+        class Tracked(base):  # type: ignore[misc, valid-type]
+            def __call__(self, parser, namespace, values, option_string=None):
+                given = set(getattr(namespace, "_explicit", ()))
+                given.add(self.dest)
+                namespace._explicit = given
+                super().__call__(parser, namespace, values, option_string)
+
+        action.__class__ = Tracked
 
 
 def _explicit(args) -> tuple:
-    """Options whose value differs from the parser default (taken as given on the command line)."""
-    p = argparse.ArgumentParser()
-    _arguments(p)
-    defaults = vars(p.parse_args(["--out", "x"]))
     names = {"val_no_autozoom": "val_autozoom"}
-    return tuple(names.get(k, k) for k, v in vars(args).items() if k in defaults and k != "out" and v != defaults[k])
+    return tuple(sorted(names.get(k, k) for k in getattr(args, "_explicit", ()) if k != "out"))
 
 
 def _run(args) -> int:

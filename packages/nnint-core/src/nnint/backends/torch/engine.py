@@ -26,7 +26,7 @@ import torch
 
 from nnint.backends.torch import refine as _refine
 from nnint.backends.torch import zoom as _zoom
-from nnint.backends.torch.rasterise import RasterConfig, RasterPlan, build_plan, feed, rasterise
+from nnint.backends.torch.rasterise import RasterConfig, RasterPlan, build_plan, feed, rasterise_written
 from nnint.engine import Capabilities, MaskUpdate, ModelSpec
 from nnint.errors import (
     DeviceError,
@@ -280,9 +280,7 @@ class TorchEngine:
         else:
             raise InvalidImageError(f"image must be (z, y, x) or (c, z, y, x), got shape {array.shape}")
         if n_ch != self.num_image_channels:
-            raise InvalidImageError(
-                f"the model takes {self.num_image_channels} image channel(s), the image has {n_ch}"
-            )
+            raise InvalidImageError(f"the model takes {self.num_image_channels} image channel(s), the image has {n_ch}")
         mean, std, _bbox = _zoom.image_statistics(array)
         source = _zoom.ImageSource(array, mean, std)
         config = RasterConfig(
@@ -400,8 +398,15 @@ class TorchEngine:
                 return MaskUpdate(lo, np.ascontiguousarray(pred[sl]))
             return self._refine(plan, mask, center, inp, pred, force_full_refine)
 
-    def _refine(self, plan: RasterPlan, mask: np.ndarray, center, inp: _zoom.NetworkInput, pred: np.ndarray,
-                force_full_refine: bool) -> MaskUpdate | None:
+    def _refine(
+        self,
+        plan: RasterPlan,
+        mask: np.ndarray,
+        center,
+        inp: _zoom.NetworkInput,
+        pred: np.ndarray,
+        force_full_refine: bool,
+    ) -> MaskUpdate | None:
         shape = mask.shape
         c = self.constants
         # coarse mask over the part of the window inside the image
@@ -435,14 +440,11 @@ class TorchEngine:
                 else None
             )
             local = _refine.plan_boxes(dmap, self.patch_size, c.margin, c.max_depth, fallback)
-            boxes = [
-                (tuple(a + p for a, p in zip(lo, plo)), tuple(b + p for b, p in zip(hi, plo))) for lo, hi in local
-            ]
+            boxes = [(tuple(a + p for a, p in zip(lo, plo)), tuple(b + p for b, p in zip(hi, plo))) for lo, hi in local]
         if not boxes:
             boxes = [_refine.full_box(center, self.patch_size)]
         self.last_run["boxes"] = boxes
         ulo, uhi = _refine.union_box(boxes)
-        usize = tuple(b - a for a, b in zip(ulo, uhi))
         # refinement cache: prev_seg over the union box = old mask, coarse injected inside the window
         cache = _zoom.mask_crop(mask, ulo, uhi)
         if coarse is not None:
@@ -452,9 +454,7 @@ class TorchEngine:
                 cache[tuple(slice(a - u, b - u) for a, b, u in zip(ilo, ihi, ulo))] = coarse[
                     tuple(slice(a - w, b - w) for a, b, w in zip(ilo, ihi, clo))
                 ]
-        in_image = np.zeros(usize, bool)
         ilo, ihi = _zoom.clip_box(ulo, uhi, shape)
-        in_image[tuple(slice(a - u, b - u) for a, b, u in zip(ilo, ihi, ulo))] = True
         result = _zoom.mask_crop(mask, ulo, uhi) if self.gap_fill == "old" else None
         assert self._source is not None
         for lo, hi in boxes:
@@ -462,17 +462,19 @@ class TorchEngine:
             n_img = self.num_image_channels
             x = np.empty((1, n_img + self.num_interaction_channels, *self.patch_size), np.float32)
             x[0, :n_img] = self._source.crop(lo, hi)
-            x[0, n_img:] = feed(rasterise(plan, lo, hi), plan.intensity)
+            stored, written = rasterise_written(plan, lo, hi)
+            for ch in range(self.num_interaction_channels):
+                x[0, n_img + ch] = feed(stored[ch], plan.intensity) if ch in written else 0.0
             x[0, n_img + self.prev_channel] = cache[sl]
             out = self._forward(x)
-            if getattr(self, "_zero_outside", True):
-                out = np.where(in_image[sl], out, 0).astype(np.uint8)  # nothing outside the image
+            # the whole box is written into the cache, also where it reaches outside the image: later
+            # boxes see those predictions as prev_seg there (as in the official package)
             cache[sl] = out
             if result is not None:
                 result[sl] = out
         if result is None:
             result = cache
-        if not any(b > a for a, b in zip(ilo, ihi)) or any(b <= a for a, b in zip(ilo, ihi)):
+        if any(b <= a for a, b in zip(ilo, ihi)):
             return None
         sl = tuple(slice(a - u, b - u) for a, b, u in zip(ilo, ihi, ulo))
         return MaskUpdate(ilo, np.ascontiguousarray(result[sl]))

@@ -20,6 +20,9 @@ Numerics (§3.6, checked against the installed official package):
   (its voxels are the ``prev_seg`` channel, which is the object's mask);
 * the network is fed ``stored / I``, computed on the float16 region (:func:`feed`).
 
+Everything is NumPy: float16 maximum and assignment are exact, and the two float16 products
+(renormalisation, feeding) are computed in float32 and rounded once, like PyTorch's CPU kernels.
+
 Channel indices are *interaction* channel indices (``prev_seg`` included, as in the model folder's
 ``channel_mapping``); the ``prev_seg`` channel is left at zero by :func:`rasterise`.
 """
@@ -31,7 +34,6 @@ from functools import lru_cache
 
 import attrs
 import numpy as np
-import torch
 
 from nnint.errors import UnsupportedPromptError
 from nnint.prompts import Box, InitialMask, Lasso, Point, Prompt, Scribble
@@ -47,6 +49,7 @@ __all__ = [
     "point_kernel",
     "prompt_channel",
     "rasterise",
+    "rasterise_written",
 ]
 
 FP16_MAX = 65504.0
@@ -230,6 +233,15 @@ def build_plan(prompts: Sequence[Prompt], config: RasterConfig, start: RasterPla
             ops.append(RasterOp(ch, "max", lo, hi, np.float16(intensity), values=values, renorm=renorm))
         elif isinstance(p, Box):
             lo, hi = _clip(p.lo, p.hi, shape)
+            # a box collapsed by clipping is widened to one voxel (official rule; in-image boxes never are)
+            lo, hi = list(lo), list(hi)
+            for ax in range(3):
+                if hi[ax] == lo[ax] and shape[ax] > 0:
+                    if lo[ax] == 0:
+                        hi[ax] = 1
+                    else:
+                        lo[ax] -= 1
+            lo, hi = tuple(lo), tuple(hi)
             ops.append(RasterOp(ch, "set", lo, hi, np.float16(intensity), renorm=renorm))
         else:  # Scribble / Lasso crop
             lo, hi = _clip(p.lo, p.hi, shape)
@@ -247,17 +259,26 @@ def rasterise(
     The region may reach outside the image (zero there, like the official zero padding). Returns a
     float16 array ``[len(channels), *size]`` (default: all interaction channels, prev_seg left 0).
     """
+    return rasterise_written(plan, lo, hi, channels)[0]
+
+
+def rasterise_written(
+    plan: RasterPlan, lo: Sequence[int], hi: Sequence[int], channels: Sequence[int] | None = None
+) -> tuple[np.ndarray, set[int]]:
+    """:func:`rasterise`, plus the set of output slots (indices into ``channels``) that were written
+    (all other slots are zero)."""
     lo = tuple(int(v) for v in lo)
     hi = tuple(int(v) for v in hi)
     size = tuple(max(0, b - a) for a, b in zip(lo, hi))
     chans = list(range(plan.num_channels)) if channels is None else [int(c) for c in channels]
     slot = {c: i for i, c in enumerate(chans)}
     out = np.zeros((len(chans), *size), dtype=np.float16)
-    written = False
+    written: set[int] = set()
     for op in plan.ops:
-        if op.renorm is not None and written:
+        if op.renorm is not None:
             # float16 tensor times a Python float: float32 product, one rounding to float16 (PyTorch)
-            out[...] = out.astype(np.float32) * np.float32(op.renorm)
+            for w in written:
+                out[w] = out[w].astype(np.float32) * np.float32(op.renorm)
         i = slot.get(op.channel)
         if i is None:
             continue
@@ -273,8 +294,8 @@ def rasterise(
             np.maximum(dst, op.values[src_sl], out=dst)
         else:
             np.maximum(dst, op.mask[src_sl] * op.value, out=dst)  # type: ignore[index]
-        written = True
-    return out
+        written.add(i)
+    return out, written
 
 
 def feed(stored: np.ndarray, intensity: float) -> np.ndarray:

@@ -42,34 +42,66 @@ Fallback = Callable[[np.ndarray, Sequence[int], Sequence[int]], list[Index3]]
 # ---------------------------------------------------------------------------------------------
 
 
-def upsample_coarse(pred: np.ndarray, size: Sequence[int], lo: Sequence[int], hi: Sequence[int],
-                    z_chunk: int = 32) -> np.ndarray:
+def upsample_coarse(
+    pred: np.ndarray, size: Sequence[int], lo: Sequence[int], hi: Sequence[int], z_chunk: int = 32
+) -> np.ndarray:
     """The binary network output ``pred`` (patch shape) trilinearly upsampled to the window ``size``
-    and thresholded ``>= 0.5``, returned only for window coordinates ``[lo, hi)`` (uint8)."""
-    pred = np.asarray(pred, np.float32)
+    and thresholded ``>= 0.5``, returned only for window coordinates ``[lo, hi)`` (uint8).
+
+    Bit-identical to ``F.interpolate(pred, size, mode="trilinear") >= 0.5`` cropped to ``[lo, hi)``.
+    Where the 2x2x2 source cell of an output voxel is uniform the result is that value (exactly 0,
+    or 1 up to rounding); only the voxels of non-uniform cells (the band along the prediction's
+    surface) are interpolated, with PyTorch's exact arithmetic.
+    """
+    from nnint.backends.torch.zoom import _lerp
+
+    p = np.asarray(pred) != 0
     taps = []
     for ax in range(3):
-        i0, i1, l0, l1 = linear_taps(pred.shape[ax], int(size[ax]))
+        i0, i1, l0, l1 = linear_taps(p.shape[ax], int(size[ax]))
         sl = slice(int(lo[ax]), int(hi[ax]))
         taps.append((i0[sl], i1[sl], l0[sl], l1[sl]))
-    from nnint.backends.torch.zoom import _lerp, _lerp_axis
-
-    # last axis first (PyTorch's nesting), on the rows that the other axes use only
+    # uniform source cells (neighbour i0 + 1, clamped at the end like the taps)
+    pe = np.pad(p, ((0, 1), (0, 1), (0, 1)), mode="edge")
+    n0, n1, n2 = p.shape
+    any_set = np.zeros(p.shape, bool)
+    all_set = np.ones(p.shape, bool)
+    for a in (0, 1):
+        for b in (0, 1):
+            for c in (0, 1):
+                v = pe[a : a + n0, b : b + n1, c : c + n2]
+                any_set |= v
+                all_set &= v
+    mixed = any_set & ~all_set
     out = np.empty(tuple(int(b) - int(a) for a, b in zip(lo, hi)), np.uint8)
-    ty, tx = taps[1], taps[2]
-    ny = len(ty[0])
-    rows_y = np.concatenate([ty[0], ty[1]])
-    yt = (np.arange(ny), np.arange(ny, 2 * ny), ty[2], ty[3])
-    tz = taps[0]
-    for o0 in range(0, len(tz[0]), z_chunk):
-        o1 = min(len(tz[0]), o0 + z_chunk)
-        n = o1 - o0
-        zi = np.concatenate([tz[0][o0:o1], tz[1][o0:o1]])
-        block = pred[zi][:, rows_y]  # [2n, 2ny, X]
-        block = _lerp_axis(block, 2, tx)
-        block = _lerp_axis(block, 1, yt)
-        block = _lerp(block[:n], block[n:], tz[2][o0:o1].reshape(-1, 1, 1), tz[3][o0:o1].reshape(-1, 1, 1))
-        out[o0:o1] = block >= np.float32(0.5)
+    (dz0, dz1, lz0, lz1), (dy0, dy1, ly0, ly1), (dx0, dx1, lx0, lx1) = taps
+    pf = p.astype(np.float32)
+    for o0 in range(0, len(dz0), z_chunk):
+        o1 = min(len(dz0), o0 + z_chunk)
+        idx = np.ix_(dz0[o0:o1], dy0, dx0)
+        block = p[idx].view(np.uint8)
+        band = np.nonzero(mixed[idx])
+        if band[0].size:
+            z, y, x = band
+            zo = z + o0
+            a0, a1, b0, b1, c0, c1 = dz0[zo], dz1[zo], dy0[y], dy1[y], dx0[x], dx1[x]
+            wz0, wz1, wy0, wy1, wx0, wx1 = lz0[zo], lz1[zo], ly0[y], ly1[y], lx0[x], lx1[x]
+
+            # PyTorch's nesting: x innermost, then y, then z
+            v0 = _lerp(
+                _lerp(pf[a0, b0, c0], pf[a0, b0, c1], wx0, wx1),
+                _lerp(pf[a0, b1, c0], pf[a0, b1, c1], wx0, wx1),
+                wy0,
+                wy1,
+            )
+            v1 = _lerp(
+                _lerp(pf[a1, b0, c0], pf[a1, b0, c1], wx0, wx1),
+                _lerp(pf[a1, b1, c0], pf[a1, b1, c1], wx0, wx1),
+                wy0,
+                wy1,
+            )
+            block[band] = _lerp(v0, v1, wz0, wz1) >= np.float32(0.5)
+        out[o0:o1] = block
     return out
 
 
@@ -85,14 +117,16 @@ def opening(diff: np.ndarray, size: int = 5) -> np.ndarray:
     whole-array filter."""
     from scipy.ndimage import maximum_filter, minimum_filter
 
+    from nnint.backends.torch.zoom import nonzero_bbox
+
     diff = np.asarray(diff, np.uint8)
     out = np.zeros_like(diff)
-    nz = np.argwhere(diff)
-    if nz.size == 0:
+    bb = nonzero_bbox(diff)
+    if bb is None:
         return out
     r = size // 2
-    lo = np.maximum(nz.min(0) - r, 0)
-    hi = np.minimum(nz.max(0) + 1 + r, diff.shape)
+    lo = np.maximum(np.asarray(bb[0]) - r, 0)
+    hi = np.minimum(np.asarray(bb[1]) + r, diff.shape)
     sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     sub = diff[sl]
     eroded = minimum_filter(sub, size=size, mode="nearest")
@@ -204,9 +238,15 @@ class OfficialRandomFallback:
             centres.append(best)  # type: ignore[arg-type]
 
 
-def plan_boxes(diff: np.ndarray, box_size: Sequence[int], margin: Sequence[int], max_depth: int = 3,
-               fallback: Fallback | None = None, stride: Sequence[int] | None = None,
-               _depth: int = 0) -> list[Box3]:
+def plan_boxes(
+    diff: np.ndarray,
+    box_size: Sequence[int],
+    margin: Sequence[int],
+    max_depth: int = 3,
+    fallback: Fallback | None = None,
+    stride: Sequence[int] | None = None,
+    _depth: int = 0,
+) -> list[Box3]:
     """Greedy cover of the binary map ``diff`` by boxes of ``box_size`` (§4.10).
 
     Candidate centres lie on a grid over ``diff``'s bounding box (stride ``max(1, round(extent / 4))``
@@ -226,8 +266,11 @@ def plan_boxes(diff: np.ndarray, box_size: Sequence[int], margin: Sequence[int],
     margin = tuple(min(int(m), (int(s) - 1) // 2) for m, s in zip(margin, box_size))
     if fallback is None:
         fallback = evenly_spaced_fallback()
-    nz = np.argwhere(u)
-    mn, mx = nz.min(0), nz.max(0)
+    from nnint.backends.torch.zoom import nonzero_bbox
+
+    bb = nonzero_bbox(u)
+    assert bb is not None
+    mn, mx = np.asarray(bb[0]), np.asarray(bb[1]) - 1
     if stride is None:
         stride = [max(1, int(round(float(b - a) / 4))) for a, b in zip(mn, mx)]
     grids = [range(int(a), int(b) + 1, int(s)) for a, b, s in zip(mn, mx, stride)]
