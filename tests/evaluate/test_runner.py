@@ -204,6 +204,20 @@ def test_nnunet_layout_splits_and_labels(dataset):
     assert ds.layout == "nnunet-collection" and ds.cases[0].name == "Dataset001_Toy/case00"
 
 
+def test_structure_cap_spreads_over_sizes():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    sizes = {7: 50, 2: 5, 9: 200, 4: 20, 5: 1}
+    flat = labels.reshape(-1)
+    pos = 0
+    for v, n in sizes.items():
+        flat[pos:pos + n] = v
+        pos += n
+    assert targets_of(labels, most=2) == [5, 9]  # the smallest and the largest
+    assert targets_of(labels, most=3) == [4, 5, 9]  # ... and the median
+    assert targets_of(labels, most=10) == [2, 4, 5, 7, 9]
+    assert targets_of(labels, [2, 7, 9], most=2) == [2, 9]
+
+
 def test_prepared_collection_layout(dataset, tmp_path):
     """The layout nnint.train.prepare writes: a top-level splits.json of records, per-case names."""
     import shutil

@@ -125,3 +125,33 @@ def test_init_fine_tunes_a_model_folder(dataset, tmp_path):
     b.build_network("cpu")
     changed = [k for k in a.network_weights if not torch.equal(a.network_weights[k], b.network_weights[k])]
     assert changed  # it trained
+
+
+def test_redistributable_only_trains_on_cases_marked_redistributable(dataset, tmp_path):
+    from nnint.errors import NnintError
+    from nnint.train.dataset import prepare_cases
+
+    cache = tmp_path / "cache"
+    with pytest.raises(NnintError, match="no provenance.json"):
+        prepare_cases([str(dataset)], cache, "train", redistributable_only=True, log=None)
+    prov = {f"{dataset.name}/c{i}": {"redistributable": i % 2 == 0} for i in range(5)}
+    (dataset.parent / "provenance.json").write_text(json.dumps(prov))
+    try:
+        kept = prepare_cases([str(dataset)], cache, "train", redistributable_only=True, log=None)
+        assert sorted(r.name for r in kept) == ["c0", "c2"]
+        assert len(prepare_cases([str(dataset)], cache, "train", log=None)) == 4
+        del prov[f"{dataset.name}/c3"]
+        (dataset.parent / "provenance.json").write_text(json.dumps(prov))
+        with pytest.raises(NnintError, match="'c3'.*not in its provenance.json"):
+            prepare_cases([str(dataset)], cache, "train", redistributable_only=True, log=None)
+    finally:
+        (dataset.parent / "provenance.json").unlink()
+
+
+def test_cpu_autocast_is_bf16_only_where_the_cpu_has_it():
+    from nnint.train.loop import _amp_settings
+
+    assert _amp_settings(False, torch.device("cpu")) == (False, torch.float32)
+    enabled, dtype = _amp_settings(True, torch.device("cpu"))
+    assert enabled == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert dtype == (torch.bfloat16 if enabled else torch.float32)

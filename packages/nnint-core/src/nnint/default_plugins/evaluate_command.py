@@ -37,6 +37,8 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="a split of splits.json (e.g. dev), or train/test for imagesTr/imagesTs")
     p.add_argument("--cases", type=int, metavar="N", help="evaluate only the first N cases (sorted by name)")
     p.add_argument("--labels", type=_labels, metavar="1,2", help="evaluate only these label values")
+    p.add_argument("--structures", type=int, metavar="N",
+                   help="at most N structures per case, spread from the smallest to the largest")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated users (default: 0)")
     p.add_argument("--nsd-rule", choices=("all", "challenge"), default="all",
@@ -64,6 +66,7 @@ def _evaluate(args) -> int:
         split=args.split,
         max_cases=args.cases,
         labels=tuple(args.labels) if args.labels else None,
+        max_structures=args.structures,
         device=args.device,
         seed=args.seed,
         nsd_rule=args.nsd_rule,

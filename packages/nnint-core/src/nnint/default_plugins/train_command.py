@@ -25,6 +25,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--workers", type=int, default=1, help="data-loading worker processes (default 1)")
+    p.add_argument("--no-amp", action="store_true",
+                   help="train in float32 (default: bf16/fp16 autocast on GPUs and on CPUs with bf16 instructions)")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint_latest.pth exactly")
     p.add_argument("--init", metavar="FOLDER", help="start from a compatible model folder (fine-tuning)")
     p.add_argument("--val-every", type=int, default=500, help="validate every N iterations (0: never)")
@@ -38,6 +40,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rounds", type=int, default=3, help="most simulated correction rounds per iteration")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--supervoxels", action="store_true", help="add supervoxel pseudo-label targets")
+    p.add_argument("--redistributable-only", action="store_true",
+                   help="train only on cases that provenance.json marks redistributable (weights you will ship)")
     p.add_argument("--cache", help="preprocessed-case cache folder (default OUT/cache)")
     p.add_argument("--license", help="LICENSE text of the exported model folder (first line = licence id)")
     p.add_argument("--export", action="store_true",
@@ -64,7 +68,7 @@ def _track_explicit(p: argparse.ArgumentParser) -> None:
 
 
 def _explicit(args) -> tuple:
-    names = {"val_no_autozoom": "val_autozoom"}
+    names = {"val_no_autozoom": "val_autozoom", "no_amp": "amp"}
     return tuple(sorted(names.get(k, k) for k in getattr(args, "_explicit", ()) if k != "out"))
 
 
@@ -88,7 +92,8 @@ def _run(args) -> int:
         val_cases=args.val_cases, val_targets=args.val_targets,
         val_autozoom=not args.val_no_autozoom, save_every=args.save_every, save_minutes=args.save_minutes,
         log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds,
-        cache=args.cache, license=args.license, explicit=_explicit(args),
+        cache=args.cache, license=args.license, amp=not args.no_amp,
+        redistributable_only=args.redistributable_only, explicit=_explicit(args),
     )
     summary = train(cfg)
     print(json.dumps(summary, default=str))

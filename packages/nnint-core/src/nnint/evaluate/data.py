@@ -300,13 +300,21 @@ def load_case(case: Case):
     return image, labels.astype(np.int32, copy=False)
 
 
-def targets_of(labels: np.ndarray, wanted: Iterable[int] | None = None) -> list[int]:
-    """The label values > 0 present in ``labels`` (restricted to ``wanted`` if given), ascending."""
-    present = [int(v) for v in np.unique(labels) if v > 0]
+def targets_of(labels: np.ndarray, wanted: Iterable[int] | None = None, most: int | None = None) -> list[int]:
+    """The label values > 0 present in ``labels`` (restricted to ``wanted`` if given), ascending.
+
+    ``most`` keeps at most that many, spread evenly over the size ranking (smallest and largest
+    always included), so a capped evaluation still covers small and large structures."""
+    values, counts = np.unique(labels, return_counts=True)
+    present = [(int(v), int(n)) for v, n in zip(values, counts) if v > 0]
     if wanted is not None:
         keep = {int(v) for v in wanted}
-        present = [v for v in present if v in keep]
-    return present
+        present = [(v, n) for v, n in present if v in keep]
+    if most is not None and len(present) > most:
+        by_size = sorted(present, key=lambda vn: (vn[1], vn[0]))
+        picks = np.unique(np.round(np.linspace(0, len(by_size) - 1, max(1, most))).astype(int))
+        present = sorted(by_size[i] for i in picks)
+    return [v for v, _ in present]
 
 
 def write_nnunet_dataset(

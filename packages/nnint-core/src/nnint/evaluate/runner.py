@@ -59,6 +59,8 @@ class EvalConfig:
     split: str | None = None
     max_cases: int | None = None
     labels: tuple[int, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    #: at most this many structures per case, spread over the size range (None: all)
+    max_structures: int | None = None
     device: str = "cpu"
     seed: int = 0
     nsd_rule: str = "all"
@@ -66,6 +68,8 @@ class EvalConfig:
     progress: bool = True
 
     def __attrs_post_init__(self) -> None:
+        if self.max_structures is not None and self.max_structures < 1:
+            raise NnintError(f"--structures must be >= 1, got {self.max_structures}")
         if self.clicks < 0:
             raise NnintError(f"--clicks must be >= 0, got {self.clicks}")
         if self.nsd_rule not in ("all", "challenge"):
@@ -216,7 +220,7 @@ def run_evaluation(config: EvalConfig, engines: Mapping[str, Engine] | None = No
         "protocols": list(protocols), "variants": {f"{m} / {p}": v for (m, p), v in variants.items()},
         "clicks": config.clicks, "seed": config.seed, "nsd_rule": config.nsd_rule,
         "nsd_tolerance_mm": config.nsd_tolerance_mm, "labels": list(config.labels) if config.labels else None,
-        "cases": [c.name for c in dataset.cases],
+        "max_structures": config.max_structures, "cases": [c.name for c in dataset.cases],
     }, indent=1))
 
     progress = Progress(len(dataset.cases) * len(engines), "evaluate", enabled=config.progress)
@@ -230,7 +234,7 @@ def run_evaluation(config: EvalConfig, engines: Mapping[str, Engine] | None = No
 
 def _run_case(case: Case, config, engines, protocols, variants, done, writer, progress, out, Session, errors) -> None:
     image, labels = load_case(case)
-    values = targets_of(labels, config.labels)
+    values = targets_of(labels, config.labels, config.max_structures)
     for mname, engine in engines.items():
         pending = [
             (p, v) for p in protocols for v in values

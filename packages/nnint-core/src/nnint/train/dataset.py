@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
+from nnint.errors import NnintError
 from nnint.train import augment, simulate
 
 __all__ = ["CaseRef", "prepare_cases", "TrainSet", "SampleConfig", "collate", "round_to_nearest_odd", "area_matrix", "zoom_channels"]
@@ -137,8 +138,32 @@ def _ref(folder: Path) -> CaseRef:
                    meta.get("sv_targets", []))
 
 
-def _list_sources(data: list[str], split: str) -> list[tuple[str, object]]:
-    """(case name, loader) pairs for the given split ('train' or 'dev')."""
+def _provenance(src: str) -> dict | None:
+    """The ``provenance.json`` written by ``nnint.train.prepare`` for ``src`` (a folder of datasets or
+    one dataset inside such a folder), or None."""
+    for folder in (Path(src), Path(src).parent):
+        f = folder / "provenance.json"
+        if f.is_file():
+            return json.loads(f.read_text())
+    return None
+
+
+def _redistributable(name: str, provenance: dict | None, src: str) -> bool:
+    if provenance is None:
+        raise NnintError(f"--redistributable-only: {src} has no provenance.json (written by "
+                         "`python -m nnint.train.prepare`), so the licence of its cases is unknown")
+    # keys are "DatasetXXX_Name/case"; a single dataset folder names its cases without the prefix
+    entry = provenance.get(name, provenance.get(f"{Path(src).name}/{name}"))
+    if entry is None:
+        raise NnintError(f"--redistributable-only: case {name!r} of {src} is not in its provenance.json")
+    return bool(entry.get("redistributable", False))
+
+
+def _list_sources(data: list[str], split: str, redistributable_only: bool = False) -> list[tuple[str, object]]:
+    """(case name, loader) pairs for the given split ('train' or 'dev').
+
+    ``redistributable_only`` keeps only cases whose provenance marks them redistributable (synthetic
+    cases always are): what a model that will be shipped may be trained on."""
     from nnint.evaluate.data import DataError, load_case, open_dataset
 
     out: list[tuple[str, object]] = []
@@ -172,6 +197,9 @@ def _list_sources(data: list[str], split: str) -> list[tuple[str, object]]:
                 cases = [c for i, c in enumerate(all_cases) if i % 10 == 9]
             else:
                 raise
+        if redistributable_only:
+            prov = _provenance(src)
+            cases = [c for c in cases if _redistributable(c.name, prov, src)]
         for c in cases:
             out.append((c.name, ("file", c, load_case)))
     return out
@@ -192,11 +220,11 @@ def _synthetic_case(seed: int, i: int, edge: int = 0):
 
 
 def prepare_cases(data: list[str], cache: str | os.PathLike, split: str = "train", *, supervoxels: bool = False,
-                  log=print) -> list[CaseRef]:
+                  redistributable_only: bool = False, log=print) -> list[CaseRef]:
     """Preprocess (once) and list the cases of ``split`` from every source in ``data``."""
     cache = Path(cache)
     refs = []
-    sources = _list_sources(list(data), split)
+    sources = _list_sources(list(data), split, redistributable_only)
     for k, (name, how) in enumerate(sources):
         folder = cache / _safe(name)
         signature = _signature(how)
