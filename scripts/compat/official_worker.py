@@ -142,6 +142,15 @@ class Worker:
         return {"bbox": bbox, "seconds": seconds, "cpu": cpu, "buffer": self.buffer.copy(), "result": result}
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (VmHWM) in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def main() -> None:
     inp, out = _protocol_streams()
     worker = Worker()
@@ -150,6 +159,10 @@ def main() -> None:
             command, payload = pickle.load(inp)
         except EOFError:
             return
+        if command == "peak_rss":
+            pickle.dump({"ok": True, "bytes": peak_rss_bytes()}, out, protocol=4)
+            out.flush()
+            continue
         if command == "quit":
             pickle.dump({"ok": True}, out, protocol=4)
             out.flush()
