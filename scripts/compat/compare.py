@@ -721,11 +721,14 @@ def summarise(result: dict) -> int:
         f"total wall time ours {t_ours:.1f} s, official {t_off:.1f} s; CPU time ours {c_ours:.1f} s, "
         f"official {c_off:.1f} s"
     )
-    if n:
-        med_ours = float(np.median([r["ours_seconds"] for r in rows]))
-        med_off = float(np.median([r["official_seconds"] for r in rows]))
+    # latency: steps where a side ran the network (not undo/reset/prompts added without prediction)
+    predicting = [r for r in rows if r["ours_zoom"] is not None or r["official_zoom"] is not None]
+    if predicting:
+        med_ours = float(np.median([r["ours_seconds"] for r in predicting]))
+        med_off = float(np.median([r["official_seconds"] for r in predicting]))
         meta = result["meta"]
-        print(f"[compat] median per-step latency ours {med_ours:.2f} s, official {med_off:.2f} s: ratio "
+        print(f"[compat] median latency of the {len(predicting)} predicting steps: ours {med_ours:.2f} s, "
+              f"official {med_off:.2f} s: ratio "
               f"{med_ours / max(med_off, 1e-9):.3f} (nnint precision {meta.get('precision', 'fp32')}"
               f"{', channels_last' if meta.get('channels_last') else ''})")
         for weights, peak in meta.get("peak_rss_bytes", {}).items():

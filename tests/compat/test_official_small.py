@@ -83,3 +83,26 @@ def test_small_architecture_matches_official(weights: str, tmp_path: Path) -> No
         zoomed = [r for r in rows if r["official_zoom"] not in (None, 1, 1.0)]
         assert zoomed, "no step zoomed out: the follow weights no longer exercise AutoZoom/refinement"
         assert any((r["official_boxes"] or 0) > 1 for r in zoomed), "no step refined with several boxes"
+
+
+def test_fast_mode_bf16_stays_within_the_fast_target(tmp_path: Path) -> None:
+    """nnint's bf16 fast mode against the official fp32 output: Dice >= 0.99 per step, and the
+    harness reports the latency and peak-RSS ratios the performance benchmark relies on."""
+    python = official_python()
+    out = tmp_path / "result.json"
+    cmd = [
+        sys.executable, str(COMPARE), "--arch", "small", "--weights", "follow", "--shape", SHAPE,
+        "--script", "points,large_box", "--threads", "2", "--precision", "bf16",
+        "--official-python", python, "--workdir", str(tmp_path / "work"), "--json", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    report = proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert out.exists(), f"compare.py produced no result (exit {proc.returncode}):\n{report}"
+    result = json.loads(out.read_text())
+    assert result["meta"]["precision"] == "bf16"
+    assert all(r["dice"] >= 0.99 for r in result["rows"]), report
+    assert proc.returncode == 0, report
+    med = result["meta"]["median_seconds"]
+    assert med["ours"] > 0 and med["official"] > 0
+    peaks = result["meta"]["peak_rss_bytes"]["follow"]
+    assert peaks["ours"] > 2**20 and peaks["official"] > 2**20
