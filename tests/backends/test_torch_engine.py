@@ -586,6 +586,16 @@ def test_invalid_inputs(folder, folder_2d_only):
             TorchEngine(folder, device="cuda", network=PromptFollower())
 
 
+def test_fast_precision_resolves_to_what_the_device_runs_natively(folder):
+    from nnint.backends.torch.engine import resolve_precision
+
+    native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert resolve_precision("fast", torch.device("cpu")) == ("bf16" if native_bf16 else "fp32")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    eng = TorchEngine(folder, precision="fast", network=PromptFollower())
+    assert eng.precision == ("bf16" if native_bf16 else "fp32")
+
+
 def test_3d_box_on_bbox3d_model(folder_3d):
     arr = image()
     eng = follower_engine(folder_3d)

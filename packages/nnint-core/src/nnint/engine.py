@@ -15,9 +15,9 @@ that registers it (see ``examples/nnint-example-backend``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import attrs
 import numpy as np

@@ -21,7 +21,6 @@ import numpy as np
 
 from nnint.engine import Engine, MaskUpdate, clip_update
 from nnint.errors import (
-    InvalidMaskError,
     NnintError,
     ObjectLockedError,
     SessionError,

@@ -62,6 +62,13 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="registered model name or model folder (default: the bundled model)")
     p.add_argument("--backend", help="backend name (default: the model's own backend)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--precision", choices=("fp32", "fast", "bf16", "fp16"),
+                   help="torch backend: fp32 (reference, default) or fast (bf16/fp16 where the device has it)")
+
+
+def engine_options(args) -> dict:
+    """Backend options given on the command line (only the ones set, so other backends see none)."""
+    return {"precision": args.precision} if getattr(args, "precision", None) else {}
 
 
 def _segment_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,7 +95,7 @@ def _segment(args) -> int:
     t0 = time.perf_counter()
     image = Image.read(args.image)
     spec = resolve_model(args.model) if args.backend != "classical" or args.model else None
-    engine = load_engine(spec, backend=args.backend, device=args.device)
+    engine = load_engine(spec, backend=args.backend, device=args.device, **engine_options(args))
     name = spec.name if spec else (args.backend or "classical")
     print(f"image {image.shape} (z, y, x), spacing {tuple(round(v, 4) for v in image.spacing_zyx)} mm; model {name}", file=sys.stderr)
     if spec is not None and spec.license:

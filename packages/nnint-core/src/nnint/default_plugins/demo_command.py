@@ -17,11 +17,13 @@ def _arguments(p) -> None:
     p.add_argument("--model", help="model name or folder (default: the bundled model)")
     p.add_argument("--backend", help="backend (default: the model's own)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("fp32", "fast", "bf16", "fp16"),
+                   help="torch backend: fp32 (reference, default) or fast (bf16/fp16 where the device has it)")
 
 
 def _run(args) -> int:
-    import numpy as np
 
+    from nnint.default_plugins.commands import engine_options
     from nnint.evaluate.metrics import dice
     from nnint.image import Image
     from nnint.overview import write_overview
@@ -33,7 +35,7 @@ def _run(args) -> int:
     image = Image.read(SAMPLE_DIR / card["image"])
     prompts = [prompt_from_dict(p) for p in card["prompts"]]
     spec = resolve_model(args.model) if (args.model or args.backend != "classical") else None
-    engine = load_engine(spec, backend=args.backend, device=args.device)
+    engine = load_engine(spec, backend=args.backend, device=args.device, **engine_options(args))
     name = spec.name if spec else (args.backend or "classical")
     if spec is None:
         print("no bundled model is registered yet: running the classical DEVELOPMENT backend "
