@@ -27,7 +27,9 @@ def test_unknown_backend_and_model():
 
 def test_model_folder_path_resolves_to_torch(tmp_path):
     spec = plugins.resolve_model(tmp_path)
-    assert spec.backend == "torch" and spec.path == tmp_path.resolve()
+    assert spec.backend == "torch" and spec.path == tmp_path.resolve() and spec.license == "unknown"
+    (tmp_path / "LICENSE").write_text("CC BY-NC-SA 4.0\nfull text\n")
+    assert plugins.resolve_model(tmp_path).license == "CC BY-NC-SA 4.0"  # the first line, as listed
 
 
 def test_bad_registration_is_reported():

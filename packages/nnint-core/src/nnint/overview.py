@@ -25,7 +25,9 @@ def _centre(mask: np.ndarray, prompts: Sequence[Prompt], shape) -> tuple[int, in
 
 def _window(array: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """Grey-level window from the neighbourhood of the object (its bbox grown by a quarter of its
-    size on each side), so air or empty background does not wash out the contrast that matters."""
+    size on each side), so air or empty background does not wash out the contrast that matters,
+    narrowed to a few times the object's own intensity spread around it (an organ 50 HU brighter
+    than its neighbours stays visible next to air at -1000 HU)."""
     if mask.any():
         nz = np.argwhere(mask)
         lo, hi = nz.min(0), nz.max(0) + 1
@@ -35,6 +37,10 @@ def _window(array: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     else:
         sample = array[:: max(1, array.shape[0] // 32)].astype(np.float32)
     lo_v, hi_v = np.percentile(sample, (1.0, 99.0))
+    if mask.any():
+        a, b = np.percentile(array[mask.astype(bool)].astype(np.float32), (5.0, 95.0))
+        w = max(float(b - a), 1e-3 * float(hi_v - lo_v))
+        lo_v, hi_v = max(lo_v, a - 1.5 * w), min(hi_v, b + 1.5 * w)
     return float(lo_v), float(hi_v if hi_v > lo_v else lo_v + 1)
 
 

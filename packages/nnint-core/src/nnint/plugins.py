@@ -110,7 +110,10 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> ModelSpec | None:
         return registered[key]
     path = Path(key).expanduser()
     if path.is_dir():
-        return ModelSpec(name=path.name, backend="torch", description=f"model folder {path}", path=path.resolve())
+        lic = path / "LICENSE"
+        first = lic.read_text(errors="replace").strip().splitlines()[:1] if lic.is_file() else []
+        return ModelSpec(name=path.name, backend="torch", description=f"model folder {path}", path=path.resolve(),
+                         license=first[0].strip() if first else "unknown")
     raise UnknownModelError(
         f"unknown model {key!r}: not a registered model ({', '.join(sorted(registered)) or 'none'}) "
         "and not a model folder; see `nnint models`"
