@@ -337,6 +337,12 @@ class SampleConfig:
     correction_kinds: dict = attrs.field(factory=lambda: dict(simulate.CORRECTION_KINDS))
     #: probability that the first prompt is followed by pre-simulated corrections of a corrupted mask
     p_corrupt_prev: float = 0.1
+    #: probability that a window which cuts its target becomes a refinement sample: prev_seg is the
+    #: target seen at a coarser zoom (what the engine's full-resolution refinement patches get
+    #: after AutoZoom), so the model learns to sharpen a coarse mask instead of erasing it
+    p_refine: float = 0.6
+    #: probability of drawing the target among the case's objects larger than the window
+    p_big: float = 0.2
 
 
 class TrainSet(torch.utils.data.Dataset):
@@ -372,6 +378,12 @@ class TrainSet(torch.utils.data.Dataset):
         targets = case.sv_targets if use_sv else case.targets
         if not targets:
             return None
+        if rng.random() < self.cfg.p_big:
+            # objects larger than the window: their zoomed-out views and refinement patches
+            # are rare under the size weighting but common in use (organs, brain, body)
+            big = [t for t in targets if max(b - a for a, b in zip(t[2][:3], t[2][3:])) > self.cfg.patch - 8]
+            if big:
+                return case, use_sv, big[int(rng.integers(len(big)))]
         sizes = np.asarray([t[1] for t in targets], float)
         w = sizes ** self.cfg.size_power
         t = targets[int(rng.choice(len(targets), p=w / w.sum()))]
@@ -388,7 +400,7 @@ class TrainSet(torch.utils.data.Dataset):
         extent = hi_t - lo_t
         z0 = max(1.0, float((extent.max() + P // 3) / P))
         zoom = 1.0
-        if z0 > 1.0 and rng.random() < 0.7:  # the view of a box / mask prompt on a large object
+        if z0 > 1.0 and rng.random() < 0.5:  # the view of a box / mask prompt on a large object
             zoom = float(np.clip(z0 * rng.uniform(0.95, 1.25), 1.0, cfg.max_zoom))
         elif z0 == 1.0 and rng.random() < cfg.p_zoom:  # a mildly zoomed-out view of a small object
             zoom = float(rng.uniform(1.05, 1.6))
@@ -440,6 +452,16 @@ class TrainSet(torch.utils.data.Dataset):
         if target.sum() < 3:
             return None
         image = augment.intensity(image, rng)
+        if _touches_border(target) and rng.random() < cfg.p_refine:
+            kinds = {k: v for k, v in cfg.first_kinds.items() if k != "initial_mask"}
+            prompt, _ = simulate.first_prompt(target, rng, kinds=kinds)
+            prev_seg = coarse_view(target, float(rng.uniform(1.3, 3.0)), rng)
+            if rng.random() < 0.5:  # a coarse prediction is rarely the coarse truth
+                mode = str(rng.choice(["dilate", "erode", "noisy", "shift", "partial"]))
+                prev_seg = simulate.corrupt_mask(prev_seg.astype(bool), rng, mode).astype(np.uint8)
+            channels = simulate.prompt_channels([prompt], prev_seg, decay=cfg.decay, point_radius=cfg.point_radius,
+                                                mapping=cfg.mapping, num_channels=cfg.num_channels)
+            return self._finish(image, target, channels, [prompt], prev_seg, rng, 1.0)
         prompt, prev_seg = simulate.first_prompt(target, rng, kinds=cfg.first_kinds)
         prompts = [prompt]
         if rng.random() < cfg.p_corrupt_prev and not isinstance(prompt, simulate.InitialMask):
@@ -497,6 +519,25 @@ class TrainSet(torch.utils.data.Dataset):
         prev_p = (channels[mapping["prev_seg"]] >= 0.5).astype(np.uint8)
         # corrections are not simulated in zoomed-out samples (prompts=None), their input is final
         return self._finish(image_p, target_p, channels, None, prev_p, rng, zoom)
+
+
+def _touches_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
+                or mask[:, :, 0].any() or mask[:, :, -1].any())
+
+
+def coarse_view(target: np.ndarray, zoom: float, rng: np.random.Generator) -> np.ndarray:
+    """``target`` as a network at ``zoom`` sees and predicts it, upsampled back: area-averaged down
+    to ``1/zoom``, thresholded, trilinearly up and thresholded again, with a random sub-voxel shift
+    of the coarse grid (uint8 0/1)."""
+    t = torch.from_numpy(np.ascontiguousarray(target, np.float32))[None, None]
+    shape = t.shape[2:]
+    pad = [int(v) for v in rng.integers(0, max(1, int(zoom)), 6)]
+    t = F.pad(t, pad, mode="replicate")
+    down = F.interpolate(t, size=tuple(max(2, int(round(n / zoom))) for n in t.shape[2:]), mode="area")
+    up = F.interpolate((down >= 0.5).float(), size=t.shape[2:], mode="trilinear", align_corners=False)
+    up = up[..., pad[4]: pad[4] + shape[0], pad[2]: pad[2] + shape[1], pad[0]: pad[0] + shape[2]]
+    return (up[0, 0] >= 0.5).numpy().astype(np.uint8)
 
 
 def _engine_zoomed_input(image, prompt, prev_seg, zoom, W, P, cfg):
