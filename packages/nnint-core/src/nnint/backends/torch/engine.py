@@ -253,9 +253,13 @@ class TorchEngine:
     def from_model(cls, spec: ModelSpec | str | Path, device: str | torch.device = "cpu", **options) -> TorchEngine:
         """Load ``spec.path`` (a model folder) with ``load_model_folder`` and build the engine.
 
-        Options ``use_fold`` and ``checkpoint_name`` go to the loader, the rest to the constructor."""
+        Options ``use_fold`` and ``checkpoint_name`` go to the loader, the rest to the constructor.
+        A registered model may carry defaults in ``spec.details["engine_options"]`` (the bundled
+        model runs ``precision="fast"``); options given here override them."""
         from nnint.backends.torch.checkpoint import load_model_folder
 
+        if isinstance(spec, ModelSpec):
+            options = {**dict(spec.details.get("engine_options") or {}), **options}
         path = spec.path if isinstance(spec, ModelSpec) else Path(spec)
         if path is None:
             raise IncompatibleModelError("the torch backend needs a model folder; this model has no path")
