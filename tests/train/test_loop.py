@@ -92,7 +92,6 @@ def test_resume_continues_exactly(dataset, tmp_path):
 
 def test_cli_registers_train_and_export(dataset, tmp_path):
     from nnint.cli import build_parser, main
-
     from nnint.default_plugins.train_command import _explicit
 
     args = build_parser().parse_args(["train", "--data", str(dataset), "--out", str(tmp_path / "o"),
@@ -155,3 +154,47 @@ def test_cpu_autocast_is_bf16_only_where_the_cpu_has_it():
     enabled, dtype = _amp_settings(True, torch.device("cpu"))
     assert enabled == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert dtype == (torch.bfloat16 if enabled else torch.float32)
+
+
+def test_coarse_view_is_the_target_at_a_coarser_zoom():
+    from nnint.train.dataset import coarse_view
+
+    zz, yy, xx = np.indices((48, 48, 48))
+    ball = (zz - 30) ** 2 + (yy - 20) ** 2 + (xx - 24) ** 2 < 20**2  # cut by the window border
+    for zoom in (1.3, 2.0, 3.0):
+        c = coarse_view(ball, zoom, np.random.default_rng(0)).astype(bool)
+        dice = 2 * (c & ball).sum() / (c.sum() + ball.sum())
+        assert 0.9 < dice < 1.0 or zoom < 1.5, (zoom, dice)  # close to the truth, not the truth
+        assert c.shape == ball.shape and c[-1].any()  # still reaches the border it was cut at
+
+
+def test_windows_that_cut_big_targets_become_refinement_samples():
+    from nnint.train.dataset import SampleConfig, TrainSet, _touches_border
+    from nnint.train.loop import _model_setup
+
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.indices((80, 80, 80))
+    img = rng.normal(0, 1, (80, 80, 80)).astype(np.float32)
+    lab = ((zz - 40) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 < 36**2).astype(np.uint8)
+    img[lab > 0] += 3
+    import tempfile
+    from pathlib import Path
+
+    from nnint.train.dataset import _write_case
+
+    with tempfile.TemporaryDirectory() as d:
+        ref = _write_case(Path(d) / "big", "big", img, lab, (1.0, 1.0, 1.0), False, keep_raw=False, signature="t")
+        setup = _model_setup(TrainConfig(data=["x"], out=d, arch="tiny", patch=32))
+        cfg = SampleConfig(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
+                           num_channels=setup.num_channels, p_zoom=0.0, p_refine=1.0, p_big=1.0, p_corrupt_prev=0.0)
+        ts = TrainSet([ref], cfg, seed=0)
+        refine = 0
+        for i in range(12):
+            item = ts[i]
+            tgt = item["target"].numpy().astype(bool)
+            if item["zoom"] == 1.0 and _touches_border(tgt):
+                prev = item["prev_seg"].astype(bool)
+                assert prev.any() and len(item["prompts"]) == 1  # a coarse mask to sharpen, one prompt
+                assert np.array_equal(item["channels"][setup.mapping["prev_seg"]] > 0.5, prev)
+                refine += 1
+        assert refine >= 3
