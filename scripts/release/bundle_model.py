@@ -86,8 +86,10 @@ def data_provenance(config: dict) -> dict:
             d["cases"] += 1
             d["licences"].add(entry.get("licence", "?"))
             d["packages"].update(entry.get("packages") or ([entry["package"]] if entry.get("package") else []))
+        shown = Path(src).resolve()
+        shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown
         for ds, d in sorted(by.items()):
-            sources.append({"source": f"{src}/{ds}", "cases": d["cases"], "licences": sorted(d["licences"]),
+            sources.append({"source": f"{shown}/{ds}", "cases": d["cases"], "licences": sorted(d["licences"]),
                             "registry_packages": sorted(d["packages"]), "redistributable": True})
     return {"sources": sources, "cases": sum(s["cases"] for s in sources)}
 
@@ -233,6 +235,14 @@ def main(argv=None) -> int:
         "evaluation": evaluation_summary(Path(args.eval)),
         "speed": json.loads(Path(args.speed).read_text()),
     }
+    # the short facts `nnint models` prints
+    ours = card["evaluation"]["results"].get(args.name, {})
+    card["prompts"] = "points, 2D/3D boxes, scribbles, lassos, initial masks"
+    card["size_mb"] = round(size_mb, 1)
+    card["parameters"] = config.get("parameters")
+    card["trained_on"] = (f"{provenance['cases']} redistributable cases, {card['training']['iterations']} iterations, "
+                          f"{card['training']['wall_seconds'] / 3600:.1f} h on 2 CPU cores")
+    card["dev_dice"] = ", ".join(f"{p} {r['final_dice']:.3f}" for p, r in ours.items()) + f" (after {card['evaluation']['clicks']} corrections)"
     if dest.exists():
         shutil.rmtree(dest)
     for rel in MODEL_FILES:

@@ -159,7 +159,7 @@ def _models(args) -> int:
         print(f"  licence      {spec.license}")
         if spec.description:
             print(f"  description  {spec.description}")
-        for key in ("prompts", "size_mb", "parameters", "trained_on"):
+        for key in ("prompts", "size_mb", "parameters", "trained_on", "dev_dice"):
             if key in spec.details:
                 print(f"  {key:<12} {spec.details[key]}")
         if spec.path:
