@@ -325,7 +325,7 @@ def _crop(arr: np.ndarray, lo, size) -> np.ndarray:
 class SampleConfig:
     patch: int = 64
     p_zoom: float = 0.1
-    max_zoom: float = 2.5
+    max_zoom: float = 3.5
     p_component: float = 0.25
     p_supervoxel: float = 0.25
     size_power: float = -0.25
@@ -478,8 +478,9 @@ class TrainSet(torch.utils.data.Dataset):
     def _sample_zoomed(self, image, target, zoom, W, rng) -> dict | None:
         cfg = self.cfg
         P = cfg.patch
-        kinds = {k: v for k, v in cfg.first_kinds.items() if k != "point"}  # a click never starts zoomed out
-        prompt, prev_seg = simulate.first_prompt(target, rng, kinds=kinds)
+        # every first prompt, clicks included: a click on an object larger than the window makes
+        # AutoZoom zoom out (the session-2 model, never shown this, scored Dice ~0 on large objects)
+        prompt, prev_seg = simulate.first_prompt(target, rng, kinds=cfg.first_kinds)
         mapping = cfg.mapping
         dilate = {mapping["points"][0], mapping["points"][1], mapping["scribble"][0], mapping["scribble"][1]}
 
