@@ -53,6 +53,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from official_worker import peak_rss_bytes  # noqa: E402  (stdlib only; this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).resolve().parent / "official_worker.py"
@@ -452,15 +453,6 @@ def make_engine(folder: Path, threads: int, seed: int, defaults: bool = False, p
         official_fallback_rng=np.random.RandomState(seed),
         **common,
     )
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size (VmHWM) in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def reset_peak_rss() -> bool:

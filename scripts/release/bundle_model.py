@@ -110,7 +110,9 @@ def evaluation_summary(path: Path) -> dict:
                 "final_dice_by_size": {g: b["final_dice"] for g, b in block["per_size"].items()},
             }
     # per dataset (the case name's first part): final Dice per model and protocol
-    rows = list(csv_rows(path.parent / "results.csv"))
+    from nnint.evaluate.runner import read_results
+
+    rows = read_results(path.parent / "results.csv")
     final: dict = collections.defaultdict(dict)
     for r in rows:
         key = (r["model"], r["protocol"], r["case"], r["structure"])

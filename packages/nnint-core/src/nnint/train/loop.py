@@ -359,20 +359,16 @@ def _set_rng_state(st: dict) -> None:
 
 
 def _amp_settings(wanted: bool, device: torch.device) -> tuple[bool, torch.dtype]:
-    """``(enabled, dtype)`` of autocast: bf16 where the hardware has it (Ampere+ GPUs, CPUs with
-    AVX512-BF16/AMX: 1.4x faster training steps on this project's 2-core machine), fp16 on older GPUs
-    (with a gradient scaler), off on CPUs without bf16 (emulated bf16 is slower than fp32)."""
+    """``(enabled, dtype)`` of autocast: the inference engine's ``precision="fast"`` choice (bf16 on
+    GPUs and CPUs that run it natively: 1.4x faster training steps on this project's 2-core
+    machine; fp16 with a gradient scaler on older GPUs; off elsewhere, where emulated bf16 is
+    slower than fp32)."""
+    from nnint.backends.torch.engine import resolve_precision
+
     if not wanted:
         return False, torch.float32
-    if device.type == "cuda":
-        return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":
-        ok = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
-        try:
-            return (bool(ok()) if ok is not None else False), torch.bfloat16
-        except RuntimeError:
-            return False, torch.float32
-    return False, torch.float32
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision("fast", device))
+    return (True, dtype) if dtype is not None else (False, torch.float32)
 
 
 def _save_checkpoint(path: Path, net, opt, sched, scaler, iteration: int, cfg: TrainConfig, history: list) -> None:
