@@ -18,7 +18,8 @@ def _rotation(a, b, c):
 
 finite = st.floats(-500, 500, allow_nan=False)
 spacing = st.floats(0.1, 5.0)
-angle = st.floats(-np.pi, np.pi)
+# no subnormal angles: ITK's direction-matrix SVD (vnl) returns NaN for a sine of ~1e-309
+angle = st.floats(-np.pi, np.pi, allow_subnormal=False)
 
 
 @settings(max_examples=60)
