@@ -18,8 +18,9 @@ def _rotation(a, b, c):
 
 finite = st.floats(-500, 500, allow_nan=False)
 spacing = st.floats(0.1, 5.0)
-# no subnormal angles: ITK's direction-matrix SVD (vnl) returns NaN for a sine of ~1e-309
-angle = st.floats(-np.pi, np.pi, allow_subnormal=False)
+# no near-zero non-zero angles: ITK's direction-matrix SVD (vnl) returns NaN when sines of ~1e-305
+# make matrix products subnormal; exact zero and |angle| >= 1e-6 cover every real orientation
+angle = st.one_of(st.just(0.0), st.floats(1e-6, np.pi), st.floats(-np.pi, -1e-6))
 
 
 @settings(max_examples=60)
