@@ -340,9 +340,9 @@ class SampleConfig:
     #: probability that a window which cuts its target becomes a refinement sample: prev_seg is the
     #: target seen at a coarser zoom (what the engine's full-resolution refinement patches get
     #: after AutoZoom), so the model learns to sharpen a coarse mask instead of erasing it
-    p_refine: float = 0.6
+    p_refine: float = 0.45
     #: probability of drawing the target among the case's objects larger than the window
-    p_big: float = 0.2
+    p_big: float = 0.3
 
 
 class TrainSet(torch.utils.data.Dataset):
