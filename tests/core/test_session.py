@@ -3,6 +3,7 @@ import pytest
 
 from nnint.engine import Capabilities
 from nnint.errors import (
+    EmptyPromptError,
     InvalidMaskError,
     ObjectLockedError,
     PromptOutOfBoundsError,
@@ -134,7 +135,7 @@ def test_initial_mask_and_object_from_mask(small_image, toy_engine):
     with pytest.raises(InvalidMaskError):
         s.object_from_mask(np.ones((2, 2, 2)))
     n = len(s.objects)
-    with pytest.raises(Exception):
+    with pytest.raises(EmptyPromptError):
         s.object_from_mask(np.zeros(small_image.shape))
     assert len(s.objects) == n
 
