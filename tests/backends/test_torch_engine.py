@@ -597,18 +597,13 @@ def test_fast_precision_resolves_to_what_the_device_runs_natively(folder):
 
 
 def test_registered_model_engine_options_are_defaults(folder):
+    from nnint.backends.torch.engine import resolve_precision
     from nnint.engine import ModelSpec
 
     spec = ModelSpec("m", "torch", path=folder.path, details={"engine_options": {"precision": "fast", "autozoom": False}})
     eng = TorchEngine.from_model(spec)
-    assert eng.precision == resolve_precision_for_cpu() and eng.autozoom is False
+    assert eng.precision == resolve_precision("fast", torch.device("cpu")) and eng.autozoom is False
     assert TorchEngine.from_model(spec, precision="fp32").precision == "fp32"  # explicit options win
-
-
-def resolve_precision_for_cpu() -> str:
-    from nnint.backends.torch.engine import resolve_precision
-
-    return resolve_precision("fast", torch.device("cpu"))
 
 
 def test_3d_box_on_bbox3d_model(folder_3d):

@@ -7,35 +7,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 
-from nnint.evaluate.data import write_nnunet_dataset
-
-
-def _dataset(root):
-    rng = np.random.default_rng(3)
-    zz, yy, xx = np.indices((36, 36, 36))
-    cases = []
-    for i in range(3):
-        img = rng.normal(100, 10, zz.shape).astype(np.float32)
-        lab = np.zeros(zz.shape, np.uint8)
-        for v, r in ((1, 8), (2, 4)):
-            c = rng.integers(r + 2, 36 - r - 2, 3)
-            ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r
-            lab[ball & (lab == 0)] = v
-            img[ball] += 60 * v
-        cases.append((f"c{i}", img, lab, (1.0, 1.0, 1.0)))
-    write_nnunet_dataset(root, cases, {"big": 1, "small": 2})
-    (root / "splits.json").write_text(json.dumps({"train": ["c0", "c1"], "dev": ["c2"]}))
-
-
-def test_torchrun_two_cpu_ranks_stay_in_sync_and_export_one_model(tmp_path):
-    data = tmp_path / "Dataset001_Tiny"
-    _dataset(data)
+def test_torchrun_two_cpu_ranks_stay_in_sync_and_export_one_model(dataset, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "nnint.cli", "train", "--data", str(data), "--out", str(out), "--arch", "tiny",
+           "-m", "nnint.cli", "train", "--data", str(dataset), "--out", str(out), "--arch", "tiny",
            "--patch", "32", "--iterations", "4", "--batch", "1", "--threads", "1", "--workers", "0",
            "--val-every", "0", "--save-every", "2", "--log-every", "1", "--max-rounds", "1",
            "--seed", "5", "--device", "cpu"]

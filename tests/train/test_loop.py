@@ -11,30 +11,6 @@ import torch
 from nnint.train.loop import TrainConfig, train
 
 
-def _case(rng, shape=(40, 40, 40)):
-    zz, yy, xx = np.indices(shape)
-    img = rng.normal(100, 10, shape).astype(np.float32)
-    lab = np.zeros(shape, np.uint8)
-    for v, r in ((1, 9), (2, 5), (3, 3)):
-        c = rng.integers(r + 2, np.array(shape) - r - 2)
-        ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r
-        lab[ball & (lab == 0)] = v
-        img[ball] += 60 * v
-    return img, lab
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from nnint.evaluate.data import write_nnunet_dataset
-
-    root = tmp_path_factory.mktemp("data") / "Dataset001_Tiny"
-    rng = np.random.default_rng(0)
-    cases = [(f"c{i}", *_case(rng), (1.0, 1.0, 1.0)) for i in range(5)]
-    write_nnunet_dataset(root, cases, {"big": 1, "mid": 2, "small": 3})
-    (root / "splits.json").write_text(json.dumps({"train": ["c0", "c1", "c2", "c3"], "dev": ["c4"]}))
-    return root
-
-
 def _cfg(dataset, out, **kw) -> TrainConfig:
     base = dict(data=[str(dataset)], out=str(out), arch="tiny", patch=32, iterations=3, threads=1,
                 workers=0, val_every=0, save_every=2, log_every=1, seed=1, max_rounds=1, batch=1, cache=str(out.parent / "cache"))
@@ -42,7 +18,7 @@ def _cfg(dataset, out, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_three_iterations_write_a_loadable_model_folder(dataset, tmp_path):
+def test_three_iterations_write_a_loadable_model_folder(dataset, make_case, tmp_path):
     from nnint.backends.torch.checkpoint import load_model_folder
 
     out = tmp_path / "run"
@@ -69,7 +45,7 @@ def test_three_iterations_write_a_loadable_model_folder(dataset, tmp_path):
 
     del engine_mod
     engine = load_engine(str(folder), backend="torch", device="cpu", autozoom=False)
-    img, _ = _case(np.random.default_rng(9))
+    img, _ = make_case(np.random.default_rng(9))
     engine.set_image(Image(img))
     upd = engine.predict([Point((20, 20, 20))], np.zeros(img.shape, np.uint8))
     assert upd is not None and upd.values.dtype == np.uint8
@@ -168,8 +144,8 @@ def test_coarse_view_is_the_target_at_a_coarser_zoom():
         assert c.shape == ball.shape and c[-1].any()  # still reaches the border it was cut at
 
 
-def test_windows_that_cut_big_targets_become_refinement_samples():
-    from nnint.train.dataset import SampleConfig, TrainSet, _touches_border
+def test_windows_that_cut_big_targets_become_refinement_samples(tmp_path):
+    from nnint.train.dataset import SampleConfig, TrainSet, _touches_border, _write_case
     from nnint.train.loop import _model_setup
 
     rng = np.random.default_rng(0)
@@ -177,24 +153,18 @@ def test_windows_that_cut_big_targets_become_refinement_samples():
     img = rng.normal(0, 1, (80, 80, 80)).astype(np.float32)
     lab = ((zz - 40) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 < 36**2).astype(np.uint8)
     img[lab > 0] += 3
-    import tempfile
-    from pathlib import Path
-
-    from nnint.train.dataset import _write_case
-
-    with tempfile.TemporaryDirectory() as d:
-        ref = _write_case(Path(d) / "big", "big", img, lab, (1.0, 1.0, 1.0), False, keep_raw=False, signature="t")
-        setup = _model_setup(TrainConfig(data=["x"], out=d, arch="tiny", patch=32))
-        cfg = SampleConfig(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
-                           num_channels=setup.num_channels, p_zoom=0.0, p_refine=1.0, p_big=1.0, p_corrupt_prev=0.0)
-        ts = TrainSet([ref], cfg, seed=0)
-        refine = 0
-        for i in range(12):
-            item = ts[i]
-            tgt = item["target"].numpy().astype(bool)
-            if item["zoom"] == 1.0 and _touches_border(tgt):
-                prev = item["prev_seg"].astype(bool)
-                assert prev.any() and len(item["prompts"]) == 1  # a coarse mask to sharpen, one prompt
-                assert np.array_equal(item["channels"][setup.mapping["prev_seg"]] > 0.5, prev)
-                refine += 1
-        assert refine >= 3
+    ref = _write_case(tmp_path / "big", "big", img, lab, (1.0, 1.0, 1.0), False, keep_raw=False, signature="t")
+    setup = _model_setup(TrainConfig(data=["x"], out=str(tmp_path), arch="tiny", patch=32))
+    cfg = SampleConfig(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
+                       num_channels=setup.num_channels, p_zoom=0.0, p_refine=1.0, p_big=1.0, p_corrupt_prev=0.0)
+    ts = TrainSet([ref], cfg, seed=0)
+    refine = 0
+    for i in range(12):
+        item = ts[i]
+        tgt = item["target"].numpy().astype(bool)
+        if item["zoom"] == 1.0 and _touches_border(tgt):
+            prev = item["prev_seg"].astype(bool)
+            assert prev.any() and len(item["prompts"]) == 1  # a coarse mask to sharpen, one prompt
+            assert np.array_equal(item["channels"][setup.mapping["prev_seg"]] > 0.5, prev)
+            refine += 1
+    assert refine >= 3

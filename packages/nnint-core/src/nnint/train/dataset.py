@@ -454,23 +454,21 @@ class TrainSet(torch.utils.data.Dataset):
         image = augment.intensity(image, rng)
         if _touches_border(target) and rng.random() < cfg.p_refine:
             kinds = {k: v for k, v in cfg.first_kinds.items() if k != "initial_mask"}
-            prompt, _ = simulate.first_prompt(target, rng, kinds=kinds)
+            prompts = [simulate.first_prompt(target, rng, kinds=kinds)[0]]
             prev_seg = coarse_view(target, float(rng.uniform(1.3, 3.0)), rng)
             if rng.random() < 0.5:  # a coarse prediction is rarely the coarse truth
                 mode = str(rng.choice(["dilate", "erode", "noisy", "shift", "partial"]))
                 prev_seg = simulate.corrupt_mask(prev_seg.astype(bool), rng, mode).astype(np.uint8)
-            channels = simulate.prompt_channels([prompt], prev_seg, decay=cfg.decay, point_radius=cfg.point_radius,
-                                                mapping=cfg.mapping, num_channels=cfg.num_channels)
-            return self._finish(image, target, channels, [prompt], prev_seg, rng, 1.0)
-        prompt, prev_seg = simulate.first_prompt(target, rng, kinds=cfg.first_kinds)
-        prompts = [prompt]
-        if rng.random() < cfg.p_corrupt_prev and not isinstance(prompt, simulate.InitialMask):
-            # a mid-episode state: a corrupted mask as previous segmentation plus one correction
-            bad = simulate.corrupt_mask(target, rng)
-            corr = simulate.correction_prompt(target, bad, rng, "point")
-            if corr is not None:
-                prompts.append(corr)
-                prev_seg = bad.astype(np.uint8)
+        else:
+            prompt, prev_seg = simulate.first_prompt(target, rng, kinds=cfg.first_kinds)
+            prompts = [prompt]
+            if rng.random() < cfg.p_corrupt_prev and not isinstance(prompt, simulate.InitialMask):
+                # a mid-episode state: a corrupted mask as previous segmentation plus one correction
+                bad = simulate.corrupt_mask(target, rng)
+                corr = simulate.correction_prompt(target, bad, rng, "point")
+                if corr is not None:
+                    prompts.append(corr)
+                    prev_seg = bad.astype(np.uint8)
         channels = simulate.prompt_channels(prompts, prev_seg, decay=cfg.decay, point_radius=cfg.point_radius,
                                             mapping=cfg.mapping, num_channels=cfg.num_channels)
         return self._finish(image, target, channels, prompts, prev_seg, rng, 1.0)

@@ -836,7 +836,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
 
                 flags = torch.tensor([int(bool(due)), int(stop.requested)], device=device)
                 dist.all_reduce(flags)
-                due = bool(flags[0].item()) or bool(flags[1].item())
+                due = bool(flags[0].item())
                 if flags[1].item() and not stop.requested:
                     stop.requested, stop.signal = True, "of another rank"
             if cfg.stop_at is not None and it >= cfg.stop_at and not stop.requested:
@@ -848,7 +848,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
                 say(f"stopped by signal {stop.signal} at iteration {it}; resume with --resume")
                 break
         if world > 1:
-            _check_ranks_in_sync(net, device, say)
+            _check_ranks_in_sync(net, say)
         if not stop.requested:
             checkpoint(it, "final")
             if cfg.val_every:
@@ -870,13 +870,13 @@ def train(cfg: TrainConfig, log=None) -> dict:
     return {"iteration": it, "loss": last_loss, **last_val, "out": str(out), "stopped": stop.requested}
 
 
-def _check_ranks_in_sync(net: torch.nn.Module, device: torch.device, say) -> None:
+def _check_ranks_in_sync(net: torch.nn.Module, say) -> None:
     """Data parallelism is only correct if every rank holds the same weights; compare a per-tensor
     checksum across ranks (min == max) and fail loudly instead of exporting one rank's drift."""
     import torch.distributed as dist
 
     sums = torch.stack([p.detach().double().sum() for p in net.state_dict().values() if p.is_floating_point()])
-    lo, hi = sums.clone().to(device), sums.clone().to(device)
+    lo, hi = sums.clone(), sums.clone()
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
     if not torch.equal(lo, hi):
