@@ -64,6 +64,43 @@ def test_resume_continues_exactly(dataset, tmp_path):
     assert [h["loss"] for h in a["history"] if "loss" in h] == [h["loss"] for h in b["history"] if "loss" in h]
     for k, v in a["network_weights"].items():
         torch.testing.assert_close(v, b["network_weights"][k], rtol=0, atol=1e-6)
+    assert a["weight_average"]["updates"] == b["weight_average"]["updates"] == 2
+    for k, v in a["weight_average"]["shadow"].items():
+        torch.testing.assert_close(v, b["weight_average"]["shadow"][k], rtol=0, atol=1e-6)
+
+
+def test_the_exported_model_is_the_weight_average(dataset, tmp_path):
+    from nnint.backends.torch.checkpoint import load_model_folder
+
+    out = tmp_path / "run"
+    train(_cfg(dataset, out, iterations=2), log=lambda s: None)
+    state = torch.load(out / "checkpoint_latest.pth", weights_only=False)
+    exported = load_model_folder(out / "model").network_weights
+    shadow, last = state["weight_average"]["shadow"], state["network_weights"]
+    assert exported.keys() == last.keys()
+    for k in shadow:
+        torch.testing.assert_close(exported[k].float(), shadow[k], rtol=0, atol=0)
+    assert any(not torch.equal(shadow[k], last[k].float()) for k in shadow)
+
+
+def test_weight_average_ramps_up_and_tracks_the_weights():
+    from nnint.train.loop import WeightAverage
+
+    net = torch.nn.Linear(3, 1)
+    avg = WeightAverage(net, decay=0.999)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    avg.update(net)  # first update keeps 2/11 of the start
+    start = avg.state_dict()["shadow"]["weight"].clone()
+    assert not torch.equal(start, net.weight)
+    for _ in range(200):
+        avg.update(net)
+    # the ramp lets it follow the weights within a few hundred updates, not ~1/(1-decay) = 1000s
+    torch.testing.assert_close(avg.weights(net)["weight"], net.weight.detach(), rtol=0, atol=0.05)
+    copy = WeightAverage(net, decay=0.999)
+    copy.load_state_dict(avg.state_dict())
+    assert copy.updates == 201 and torch.equal(copy.weights(net)["weight"], avg.weights(net)["weight"])
+    assert torch.equal(WeightAverage(net, decay=0.0).weights(net)["weight"], net.weight)
 
 
 def test_cli_registers_train_and_export(dataset, tmp_path):

@@ -8,6 +8,11 @@ inference rasteriser. The last input gets the gradient. Loss: soft Dice + cross-
 logits (with deep supervision). AdamW (or SGD) with polynomial learning-rate decay and warm-up;
 autocast (bf16, else fp16 with a grad scaler) on CUDA.
 
+What is exported, validated and shipped is an exponential moving average of the weights
+(:class:`WeightAverage`), not the last step's: with batches of 2 on a CPU the last step's weights
+are noisy, and the average is a usable model at any iteration, not only once the learning rate
+has decayed to zero at the end of a schedule.
+
 Outputs in ``OUT``: ``checkpoint_latest.pth`` (everything needed to resume exactly), ``model/``
 (the latest weights as an nnInteractive model folder, rewritten at every checkpoint), ``log.csv``,
 ``curves.png``, ``val.csv`` and ``config.json``. Checkpoints are written every ``save_every``
@@ -137,6 +142,8 @@ class TrainConfig:
     redistributable_only: bool = False
     max_rounds: int = 3
     deep_supervision: bool = True
+    #: decay of the exported weight average per iteration (0: export the last step's weights)
+    ema_decay: float = 0.999
     cache: str | None = None
     amp: bool = True
     #: stop (checkpoint and return, like a SIGTERM) once this iteration is reached; for tests/schedulers
@@ -282,16 +289,18 @@ def build_model(setup: ModelSetup, seed: int) -> torch.nn.Module:
     return net
 
 
-def export_model(net: torch.nn.Module, setup: ModelSetup, folder: str | os.PathLike, *, iteration: int,
+def export_model(net: torch.nn.Module | dict, setup: ModelSetup, folder: str | os.PathLike, *, iteration: int,
                  extra: dict | None = None, license_text: str | None = None) -> Path:
-    """Write ``net`` as an nnInteractive model folder at ``folder`` (replacing it atomically)."""
+    """Write ``net`` (a network or its state dict) as an nnInteractive model folder at ``folder``
+    (replacing it atomically)."""
     from nnint.backends.torch.checkpoint import write_model_folder
 
     folder = Path(folder)
     tmp = folder.with_name(folder.name + f".new{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    weights = {k: v.detach().float().cpu() for k, v in _unwrap(net).state_dict().items()}
+    state = net if isinstance(net, dict) else _unwrap(net).state_dict()
+    weights = {k: v.detach().float().cpu() for k, v in state.items()}
     lic = ("Apache-2.0\nWeights trained with nnint train; training data: see the model card." if setup.init_weights is None
            else "See the LICENSE of the initial model: fine-tuned weights inherit its terms.")
     if setup.init_weights is not None and setup.plans.get("dataset_name") == "Dataset225_nnInteractiveV2":
@@ -313,6 +322,40 @@ def export_model(net: torch.nn.Module, setup: ModelSetup, folder: str | os.PathL
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
     return net.module if hasattr(net, "module") else net
+
+
+class WeightAverage:
+    """Exponential moving average of a network's floating-point weights.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the ``n`` updates seen, so an
+    average started from random or resumed weights is not dominated by them for thousands of steps.
+    ``decay == 0`` makes the average the current weights.
+    """
+
+    def __init__(self, net: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.updates = 0
+        self.shadow = {k: v.detach().float().clone() for k, v in _unwrap(net).state_dict().items()
+                       if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        self.updates += 1
+        keep = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in _unwrap(net).state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v.detach().float(), 1.0 - keep)
+
+    def weights(self, net: torch.nn.Module) -> dict:
+        """``net``'s state dict with the averaged tensors in place of its floating-point ones."""
+        return {k: self.shadow.get(k, v) for k, v in _unwrap(net).state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        self.shadow = {k: v.float().clone() for k, v in state["shadow"].items()}
 
 
 # --- sampling helpers -------------------------------------------------------------------------
@@ -378,9 +421,11 @@ def _amp_settings(wanted: bool, device: torch.device) -> tuple[bool, torch.dtype
     return (True, dtype) if dtype is not None else (False, torch.float32)
 
 
-def _save_checkpoint(path: Path, net, opt, sched, scaler, iteration: int, cfg: TrainConfig, history: list) -> None:
+def _save_checkpoint(path: Path, net, average: WeightAverage, opt, sched, scaler, iteration: int, cfg: TrainConfig,
+                     history: list) -> None:
     state = {
         "network_weights": _unwrap(net).state_dict(),
+        "weight_average": average.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -678,6 +723,10 @@ def train(cfg: TrainConfig, log=None) -> dict:
         _set_rng_state(resume_state["rng"])
         start_it = int(resume_state["iteration"])
         history = list(resume_state.get("history", []))
+    average = WeightAverage(net, cfg.ema_decay)
+    if resume_state is not None:
+        if "weight_average" in resume_state:  # older checkpoints start the average now
+            average.load_state_dict(resume_state["weight_average"])
         del resume_state
     model = net
     if world > 1:
@@ -714,8 +763,9 @@ def train(cfg: TrainConfig, log=None) -> dict:
         if not is_main or saved_at[0] == it:
             return
         saved_at[0] = it
-        _save_checkpoint(ckpt_path, net, opt, sched, scaler, it, cfg, history)
-        export_model(net, setup, out / MODEL_DIR, iteration=it, extra={"iteration": it}, license_text=cfg.license)
+        _save_checkpoint(ckpt_path, net, average, opt, sched, scaler, it, cfg, history)
+        export_model(average.weights(net), setup, out / MODEL_DIR, iteration=it, extra={"iteration": it},
+                     license_text=cfg.license)
         _write_log(out, history)
         _write_curves(out, history)
         say(f"checkpoint at iteration {it} ({reason}): {ckpt_path}, model folder {out / MODEL_DIR}")
@@ -724,7 +774,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
         res = {}
         if is_main and dev_cases:
             t = time.perf_counter()
-            export_model(net, setup, out / MODEL_DIR, iteration=it, extra={"iteration": it}, license_text=cfg.license)
+            export_model(average.weights(net), setup, out / MODEL_DIR, iteration=it, extra={"iteration": it},
+                         license_text=cfg.license)
             try:
                 res = validate(out / MODEL_DIR, dev_cases, cfg, log=say)
             except Exception as exc:  # noqa: BLE001 - a broken validation must not kill a long run
@@ -815,6 +866,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
                 opt.step()
             sched.step()
+            average.update(net)
             it += 1
             last_loss = float(loss.detach())
             window.append(time.perf_counter() - t0)
@@ -906,5 +958,8 @@ def export_only(out: str | os.PathLike, folder: str | os.PathLike | None = None)
     setup = _model_setup(cfg)
     net = build_model(setup, cfg.seed)
     net.load_state_dict(state["network_weights"])
-    return export_model(net, setup, Path(folder) if folder else out / MODEL_DIR, iteration=state["iteration"],
+    average = WeightAverage(net, cfg.ema_decay)
+    if "weight_average" in state:
+        average.load_state_dict(state["weight_average"])
+    return export_model(average.weights(net), setup, Path(folder) if folder else out / MODEL_DIR, iteration=state["iteration"],
                         license_text=cfg.license)
