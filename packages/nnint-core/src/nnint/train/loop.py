@@ -14,7 +14,7 @@ are noisy, and the average is a usable model at any iteration, not only once the
 has decayed to zero at the end of a schedule.
 
 Outputs in ``OUT``: ``checkpoint_latest.pth`` (everything needed to resume exactly), ``model/``
-(the latest weights as an nnInteractive model folder, rewritten at every checkpoint), ``log.csv``,
+(the exported weight average as an nnInteractive model folder, rewritten at every checkpoint), ``log.csv``,
 ``curves.png``, ``val.csv`` and ``config.json``. Checkpoints are written every ``save_every``
 iterations or ``save_minutes`` minutes, at the end, and on SIGTERM / SIGINT.
 
