@@ -289,18 +289,17 @@ def build_model(setup: ModelSetup, seed: int) -> torch.nn.Module:
     return net
 
 
-def export_model(net: torch.nn.Module | dict, setup: ModelSetup, folder: str | os.PathLike, *, iteration: int,
+def export_model(weights: dict, setup: ModelSetup, folder: str | os.PathLike, *, iteration: int,
                  extra: dict | None = None, license_text: str | None = None) -> Path:
-    """Write ``net`` (a network or its state dict) as an nnInteractive model folder at ``folder``
-    (replacing it atomically)."""
+    """Write a network state dict as an nnInteractive model folder at ``folder`` (replacing it
+    atomically)."""
     from nnint.backends.torch.checkpoint import write_model_folder
 
     folder = Path(folder)
     tmp = folder.with_name(folder.name + f".new{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    state = net if isinstance(net, dict) else _unwrap(net).state_dict()
-    weights = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+    weights = {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
     lic = ("Apache-2.0\nWeights trained with nnint train; training data: see the model card." if setup.init_weights is None
            else "See the LICENSE of the initial model: fine-tuned weights inherit its terms.")
     if setup.init_weights is not None and setup.plans.get("dataset_name") == "Dataset225_nnInteractiveV2":
