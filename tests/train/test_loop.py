@@ -181,6 +181,37 @@ def test_coarse_view_is_the_target_at_a_coarser_zoom():
         assert c.shape == ball.shape and c[-1].any()  # still reaches the border it was cut at
 
 
+def test_big_click_samples_fill_the_window(tmp_path):
+    """A click on an object bigger than the window: zoom 1, one click-like prompt on the object, no
+    previous mask, and a target cut by the window (what makes AutoZoom zoom out at inference)."""
+    from nnint.train import simulate
+    from nnint.train.dataset import SampleConfig, TrainSet, _touches_border, _write_case
+    from nnint.train.loop import _model_setup
+
+    rng = np.random.default_rng(1)
+    zz, yy, xx = np.indices((80, 80, 80))
+    img = rng.normal(0, 1, (80, 80, 80)).astype(np.float32)
+    lab = ((zz - 40) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 < 36**2).astype(np.uint8)
+    lab[2:8, 2:8, 2:8] = 2  # a small target the big-click samples must never pick
+    img[lab == 1] += 3
+    ref = _write_case(tmp_path / "big", "big", img, lab, (1.0, 1.0, 1.0), False, keep_raw=False, signature="t")
+    setup = _model_setup(TrainConfig(data=["x"], out=str(tmp_path), arch="tiny", patch=32))
+    cfg = SampleConfig(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
+                       num_channels=setup.num_channels, p_big_click=1.0, p_component=0.0)
+    ts = TrainSet([ref], cfg, seed=0)
+    kinds = set()
+    for i in range(10):
+        item = ts[i]
+        tgt = item["target"].numpy().astype(bool)
+        assert item["zoom"] == 1.0 and len(item["prompts"]) == 1 and not item["prev_seg"].any()
+        assert _touches_border(tgt) and tgt.mean() > 0.1
+        prompt = item["prompts"][0]
+        kinds.add(type(prompt).__name__)
+        if isinstance(prompt, simulate.Point):
+            assert max(abs(v - 16) for v in prompt.index) <= 2 and tgt[prompt.index]  # centred, like the engine
+    assert "Point" in kinds
+
+
 def test_windows_that_cut_big_targets_become_refinement_samples(tmp_path):
     from nnint.train.dataset import SampleConfig, TrainSet, _touches_border, _write_case
     from nnint.train.loop import _model_setup
@@ -193,7 +224,8 @@ def test_windows_that_cut_big_targets_become_refinement_samples(tmp_path):
     ref = _write_case(tmp_path / "big", "big", img, lab, (1.0, 1.0, 1.0), False, keep_raw=False, signature="t")
     setup = _model_setup(TrainConfig(data=["x"], out=str(tmp_path), arch="tiny", patch=32))
     cfg = SampleConfig(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
-                       num_channels=setup.num_channels, p_zoom=0.0, p_refine=1.0, p_big=1.0, p_corrupt_prev=0.0)
+                       num_channels=setup.num_channels, p_zoom=0.0, p_refine=1.0, p_big=1.0, p_corrupt_prev=0.0,
+                       p_big_click=0.0)
     ts = TrainSet([ref], cfg, seed=0)
     refine = 0
     for i in range(12):

@@ -34,7 +34,7 @@ from nnint.evaluate.clicks import pick_error_slice, simulate_box2d, simulate_las
 from nnint.prompts import Box, InitialMask, Lasso, Point, Prompt, Scribble
 
 __all__ = [
-    "FIRST_KINDS", "CORRECTION_KINDS", "Agent", "sample_agent", "first_prompt", "correction_prompt",
+    "FIRST_KINDS", "CORRECTION_KINDS", "Agent", "sample_agent", "choose_kind", "first_prompt", "correction_prompt",
     "corrupt_mask", "edt_point", "prompt_channels", "point_kernel", "LEGACY_MAPPING", "DEFAULT_DECAY", "DEFAULT_POINT_RADIUS",
 ]
 
@@ -56,7 +56,8 @@ DEFAULT_POINT_RADIUS = 4
 _S26 = np.ones((3, 3, 3), bool)
 
 
-def _choice(rng: np.random.Generator, table: dict[str, float]) -> str:
+def choose_kind(rng: np.random.Generator, table: dict[str, float]) -> str:
+    """A key of ``table`` drawn with probability proportional to its value."""
     keys = list(table)
     p = np.asarray([table[k] for k in keys], float)
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
@@ -81,11 +82,11 @@ class Agent:
 
     def next_kind(self, rng: np.random.Generator, previous: str | None = None) -> str:
         if self.current is None:
-            self.current = previous if previous in self.kinds else _choice(rng, self.kinds)
+            self.current = previous if previous in self.kinds else choose_kind(rng, self.kinds)
         if self.mode == "random":
-            self.current = _choice(rng, self.kinds)
+            self.current = choose_kind(rng, self.kinds)
         elif self.mode == "sunk_cost" and rng.random() < self.p_switch:
-            self.current = _choice(rng, self.kinds)
+            self.current = choose_kind(rng, self.kinds)
         return self.current
 
     def __repr__(self) -> str:
@@ -254,7 +255,7 @@ def first_prompt(target: np.ndarray, rng: np.random.Generator, kind: str | None 
     t = np.asarray(target).astype(bool)
     if not t.any():
         raise InvalidMaskError("the target is empty")
-    kind = kind or _choice(rng, kinds or FIRST_KINDS)
+    kind = kind or choose_kind(rng, kinds or FIRST_KINDS)
     empty = np.zeros(t.shape, np.uint8)
     if kind == "point":
         comp = _pick_component(t, rng, "largest" if rng.random() < 0.7 else "weighted")
