@@ -237,3 +237,23 @@ def test_windows_that_cut_big_targets_become_refinement_samples(tmp_path):
             assert np.array_equal(item["channels"][setup.mapping["prev_seg"]] > 0.5, prev)
             refine += 1
     assert refine >= 3
+
+
+def test_sample_dice_script_scores_a_model_on_training_samples(dataset, tmp_path):
+    """scripts/diagnose/sample_dice.py: the training-distribution check used in session 5."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    train(_cfg(dataset, out, iterations=1), log=lambda s: None)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "diagnose" / "sample_dice.py"
+    table = tmp_path / "dice.json"
+    cmd = [sys.executable, str(script), "--model", str(out / "model"), "--data", str(dataset), "--cache",
+           str(out.parent / "cache"), "--patch", "32", "--samples", "6", "--threads", "1", "--json", str(table)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(table.read_text())["rows"]
+    overall = [r for r in rows if r["kind"] == "all" and r["size"] == "all"]
+    assert overall and overall[0]["n"] == 6 and 0.0 <= overall[0]["dice"] <= 1.0
+    assert sum(r["n"] for r in rows if r["kind"] == "all" and r["size"] != "all") == 6

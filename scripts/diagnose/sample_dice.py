@@ -1,0 +1,83 @@
+"""How well does a model do on its own training distribution? First-prompt Dice on training samples.
+
+Draws ``--samples`` training samples exactly as ``nnint train`` does (same cases, cache, sampling
+rules), runs the model once on each (the first prompt only, no correction rounds) and prints the
+mean Dice per sample kind and target size. A model that scores low here is under-fitted (more or
+better training helps); one that scores high here but low on the dev split does not generalise
+(the data or the train/inference gap is the problem). Session 5: the it-14,062 `small` model gave
+0.40 overall here (200 samples, seed 999), 0.04 for a click on a target filling the patch: it is
+under-fitted (docs/training.md, "Session 5").
+
+    python scripts/diagnose/sample_dice.py --model runs/bundled-v4/model \\
+        --data data/raw --data synthetic:120:0 --cache runs/bundled-v1/cache --samples 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+
+import numpy as np
+import torch
+
+from nnint.backends.torch.checkpoint import load_model_folder
+from nnint.train import dataset as ds
+
+
+def sample_kind(item: dict) -> str:
+    if item["zoom"] > 1.0:
+        return "zoomed-out view"
+    kind = type(item["prompts"][0]).__name__
+    return kind + (" + previous mask" if item["prev_seg"].any() else "")
+
+
+def size_class(target: np.ndarray) -> str:
+    if target.mean() > 0.15:
+        return "fills >15 % of the patch"
+    return "medium (>500 voxels)" if target.sum() > 500 else "small (<=500 voxels)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="model folder (e.g. a run's model/)")
+    ap.add_argument("--data", action="append", required=True, help="as for nnint train (repeatable)")
+    ap.add_argument("--cache", required=True, help="the run's preprocessing cache")
+    ap.add_argument("--patch", type=int, default=64, help="training patch size")
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=999, help="sample stream (not the run's own seed)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="also write the table here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    cases = ds.prepare_cases(args.data, args.cache, "train", redistributable_only=False, log=None)
+    mf = load_model_folder(args.model)
+    net = mf.build_network("cpu")
+    mapping = {k: (tuple(v) if isinstance(v, (list, tuple)) else int(v)) for k, v in mf.channel_mapping.items()}
+    cfg = ds.SampleConfig(patch=args.patch, decay=float(mf.interaction_decay), point_radius=float(mf.point_radius),
+                          mapping=mapping, num_channels=mf.num_interaction_channels)
+    samples = ds.TrainSet(cases, cfg, seed=args.seed)
+    dice: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for i in range(args.samples):
+        item = samples[i]
+        x = torch.cat([item["image"], item["channels"]])[None]
+        with torch.inference_mode():
+            logits = net(x)
+        pred = (logits[0, 1] > logits[0, 0]).numpy()
+        target = item["target"].numpy().astype(bool)
+        d = 2 * float((pred & target).sum()) / max(1, int(pred.sum() + target.sum()))
+        for key in ((sample_kind(item), size_class(target)), ("all", size_class(target)), ("all", "all")):
+            dice[key].append(d)
+        if (i + 1) % 50 == 0:
+            print(f"{i + 1}/{args.samples} samples, mean Dice so far {np.mean(dice[('all', 'all')]):.3f}", flush=True)
+    rows = [{"kind": k, "size": s, "n": len(v), "dice": round(float(np.mean(v)), 3)} for (k, s), v in sorted(dice.items())]
+    for r in rows:
+        print(f"{r['kind']:<28} {r['size']:<26} n={r['n']:<4} Dice {r['dice']:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "samples": args.samples, "seed": args.seed, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
