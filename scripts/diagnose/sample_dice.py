@@ -5,11 +5,11 @@ rules), runs the model once on each (the first prompt only, no correction rounds
 mean Dice per sample kind and target size. A model that scores low here is under-fitted (more or
 better training helps); one that scores high here but low on the dev split does not generalise
 (the data or the train/inference gap is the problem). Session 5: the it-14,062 `small` model gave
-0.40 overall here (200 samples, seed 999), 0.04 for a click on a target filling the patch: it is
+0.43 overall here (200 samples, seed 999), 0.04 for a click on a target filling the patch: it is
 under-fitted (docs/training.md, "Session 5").
 
     python scripts/diagnose/sample_dice.py --model runs/bundled-v4/model \\
-        --data data/raw --data synthetic:120:0 --cache runs/bundled-v1/cache --samples 200
+        --data data/raw --data synthetic:120:0 --redistributable-only --cache runs/bundled-v1/cache
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="model folder (e.g. a run's model/)")
     ap.add_argument("--data", action="append", required=True, help="as for nnint train (repeatable)")
     ap.add_argument("--cache", required=True, help="the run's preprocessing cache")
+    ap.add_argument("--redistributable-only", action="store_true", help="as for nnint train (the bundled-model runs use it)")
     ap.add_argument("--patch", type=int, default=64, help="training patch size")
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--seed", type=int, default=999, help="sample stream (not the run's own seed)")
@@ -51,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    cases = ds.prepare_cases(args.data, args.cache, "train", redistributable_only=False, log=None)
+    cases = ds.prepare_cases(args.data, args.cache, "train", redistributable_only=args.redistributable_only, log=None)
     mf = load_model_folder(args.model)
     net = mf.build_network("cpu")
     mapping = {k: (tuple(v) if isinstance(v, (list, tuple)) else int(v)) for k, v in mf.channel_mapping.items()}
