@@ -414,10 +414,11 @@ class TrainSet(torch.utils.data.Dataset):
         extent = hi_t - lo_t
         z0 = max(1.0, float((extent.max() + P // 3) / P))
         zoom = 1.0  # always for a big click: the engine's first forward pass on a click
-        if not big_click and z0 > 1.0 and rng.random() < 0.5:  # a box / mask prompt on a large object
-            zoom = float(np.clip(z0 * rng.uniform(0.95, 1.25), 1.0, cfg.max_zoom))
-        elif not big_click and z0 == 1.0 and rng.random() < cfg.p_zoom:  # mildly zoomed-out small object
-            zoom = float(rng.uniform(1.05, 1.6))
+        if not big_click:
+            if z0 > 1.0 and rng.random() < 0.5:  # the view of a box / mask prompt on a large object
+                zoom = float(np.clip(z0 * rng.uniform(0.95, 1.25), 1.0, cfg.max_zoom))
+            elif z0 == 1.0 and rng.random() < cfg.p_zoom:  # a mildly zoomed-out view of a small object
+                zoom = float(rng.uniform(1.05, 1.6))
         W = int(round(P * zoom)) if zoom > 1.0 else P
         labels_all = case.sv_labels() if use_sv else case.labels()
         image_all = case.image()
