@@ -97,7 +97,9 @@ def _signature(how) -> str:
     """What a cached case was made from: the files' size and mtime (so a regenerated dataset is
     re-prepared), or the synthetic generator's parameters."""
     if how[0] == "synthetic":
-        return f"synthetic:{how[1]}:{how[2]}:{how[3]}"
+        from nnint.train.synthetic import VERSION
+
+        return f"synthetic-v{VERSION}:{how[1]}:{how[2]}:{how[3]}"
     case = how[1]
     parts = []
     for p in (case.image, case.label):
