@@ -83,3 +83,96 @@ def test_fast_enough():
     t0 = time.perf_counter()
     S.ct_like(np.random.default_rng(0), (96, 128, 128))
     assert time.perf_counter() - t0 < 6.0
+
+
+def _touching_pairs(lab):
+    pairs = set()
+    for ax in range(3):
+        a = np.moveaxis(lab, ax, 0)
+        x, y = a[:-1].ravel(), a[1:].ravel()
+        m = (x != y) & (x > 0) & (y > 0)
+        pairs |= {(min(p, q), max(p, q)) for p, q in zip(x[m].tolist(), y[m].tolist())}
+    return pairs
+
+
+def _canvas_of(family, seed, shape, min_contrast=None):
+    """The noise-free canvas (painted values, labels) behind one ct_like / mr_like case."""
+    seen = {}
+    real = S._anatomy
+
+    def spy(*args, **kw):
+        if min_contrast is not None:
+            kw["min_contrast"] = min_contrast
+        seen["cv"] = real(*args, **kw)
+        return seen["cv"]
+
+    S._anatomy = spy
+    try:
+        _, lab, _ = S.GENERATORS[family](np.random.default_rng(seed), shape)
+    finally:
+        S._anatomy = real
+    return seen["cv"], lab
+
+
+def _distinct_fraction(family, min_contrast=None):
+    ok = []
+    for seed in range(3):
+        cv, lab = _canvas_of(family, seed, (40, 80, 80), min_contrast)
+        mc = cv.min_contrast if min_contrast is None else {"ct": 20.0, "mr": 0.06}[family]
+        counts = np.bincount(lab.ravel())
+        for a, b in sorted(_touching_pairs(lab)):
+            if min(counts[a], counts[b]) >= 30:
+                ok.append(abs(np.median(cv.values[lab == a]) - np.median(cv.values[lab == b])) >= 0.99 * mc)
+    assert len(ok) >= 30
+    return float(np.mean(ok))
+
+
+@pytest.mark.parametrize("family", ["ct", "mr"])
+def test_touching_structures_differ_in_intensity(family):
+    # v2: touching parts and neighbours are painted with values at least `min_contrast` apart (a
+    # multiple of the case's noise), so a click can tell them apart; v1 split organs into parts of
+    # equal intensity and let neighbours match (CT: about a quarter of the pairs)
+    assert _distinct_fraction(family) >= 0.9
+    assert _distinct_fraction(family, min_contrast=0.0) < 0.85
+
+
+def test_ct_touching_structures_differ_in_the_image():
+    # the same across each shared boundary of the final image (noise, texture, blur), 3 voxels either side
+    gaps = []
+    for seed in range(3):
+        img, lab, _ = S.ct_like(np.random.default_rng(seed), (40, 80, 80))
+        counts = np.bincount(lab.ravel())
+        for a, b in sorted(_touching_pairs(lab)):
+            if min(counts[a], counts[b]) >= 30:
+                ma, mb = lab == a, lab == b
+                near = ndi.binary_dilation(ma, iterations=3) & ndi.binary_dilation(mb, iterations=3)
+                gaps.append(abs(np.median(img[near & ma].astype(float)) - np.median(img[near & mb].astype(float))))
+    assert np.mean(np.asarray(gaps) >= 15.0) >= 0.9, sorted(gaps)[:10]
+
+
+def test_occluded_remnants_are_unlabelled():
+    cv = S._Canvas((20, 20, 20), (1.0, 1.0, 1.0))
+    big = np.zeros(cv.shape, bool)
+    big[2:12, 2:12, 2:12] = True
+    cover = np.zeros(cv.shape, bool)
+    cover[2:12, 2:12, 3:12] = True  # leaves 10 % of the first structure
+    other = np.zeros(cv.shape, bool)
+    other[14:18, 14:18, 14:18] = True
+    a, b, c = cv.new_label(), cv.new_label(), cv.new_label()
+    cv.paint(np.s_[:, :, :], big, 1.0, a)
+    cv.paint(np.s_[:, :, :], cover, 2.0, b)
+    cv.paint(np.s_[:, :, :], other, 3.0, c)
+    labels, _ = cv.finish()
+    assert labels.max() == 2  # the remnant of `a` is gone, `b` and `c` remain (renumbered)
+    assert labels[2, 2, 2] == 0 and cv.values[2, 2, 2] == 1.0  # its voxels keep their intensity
+
+
+def test_distinct_moves_value_away_from_host_and_neighbours():
+    cv = S._Canvas((10, 10, 10), (1.0, 1.0, 1.0), min_contrast=20.0)
+    cv.values[:] = 50.0
+    m = np.ones(cv.shape, bool)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        v = cv.distinct(rng, np.s_[:, :, :], m, 55.0, avoid=[80.0])
+        assert abs(v - 50.0) >= 20.0 and abs(v - 80.0) >= 20.0
+    assert cv.distinct(rng, np.s_[:, :, :], m, 10.0) == 10.0  # already distinct: unchanged

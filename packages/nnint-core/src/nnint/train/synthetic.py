@@ -133,12 +133,15 @@ class _Canvas:
             self.painted[label] = max(self.painted.get(label, 0), int(mask.sum()))
 
     def distinct(self, rng, sl, mask, value: float, avoid=()) -> float:
-        """``value``, moved if needed so that it differs by at least ``min_contrast`` from what
-        ``mask`` (on box ``sl``) is painted over (its median) and from every value in ``avoid``
-        (touching parts and neighbours): every labelled boundary stays visible."""
+        """``value``, moved if needed so that it differs by at least ``min_contrast`` from every
+        value that ``mask`` (on box ``sl``) is painted over or touches (each painted structure has
+        one value; those covering at least 2 % of the dilated mask count) and from every value in
+        ``avoid`` (touching parts painted next): every labelled boundary stays visible."""
         if sl is None or not mask.any() or self.min_contrast <= 0:
             return value
-        refs = [float(np.median(self.values[sl][mask]))] + [float(a) for a in avoid]
+        region = self.values[sl][ndi.binary_dilation(mask)]
+        vals, counts = np.unique(region, return_counts=True)
+        refs = [float(v) for v, c in zip(vals, counts) if c >= 0.02 * region.size] + [float(a) for a in avoid]
         mc = self.min_contrast
         for _ in range(20):
             if all(abs(value - r) >= mc for r in refs) and (self.floor is None or value >= self.floor):
