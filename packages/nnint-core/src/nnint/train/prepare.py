@@ -681,6 +681,7 @@ def _synthetic_cases(n_train: int, n_dev: int, seed: int) -> list[CaseSpec]:
                         {
                             "source": "synthetic",
                             "generator": f"nnint.train.synthetic.{family}_like",
+                            "generator_version": _synthetic.VERSION,
                             "seed_entropy": entropy,
                             "label_source": "procedural",
                             "licence": "project licence",
