@@ -299,7 +299,7 @@ def export_model(weights: dict, setup: ModelSetup, folder: str | os.PathLike, *,
     tmp = folder.with_name(folder.name + f".new{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    weights = {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
+    weights = {k: v.detach().float() for k, v in weights.items()}  # (the writer makes them CPU, contiguous)
     lic = ("Apache-2.0\nWeights trained with nnint train; training data: see the model card." if setup.init_weights is None
            else "See the LICENSE of the initial model: fine-tuned weights inherit its terms.")
     if setup.init_weights is not None and setup.plans.get("dataset_name") == "Dataset225_nnInteractiveV2":
