@@ -256,4 +256,40 @@ def test_sample_dice_script_scores_a_model_on_training_samples(dataset, tmp_path
     rows = json.loads(table.read_text())["rows"]
     overall = [r for r in rows if r["kind"] == "all" and r["size"] == "all"]
     assert overall and overall[0]["n"] == 6 and 0.0 <= overall[0]["dice"] <= 1.0
+    assert 0.0 <= overall[0]["dice_shuffled_image"] <= 1.0
     assert sum(r["n"] for r in rows if r["kind"] == "all" and r["size"] != "all") == 6
+
+
+def _nan_loss_for(monkeypatch, calls: set[int]) -> None:
+    """Make the training loss NaN on the given (1-based) loss evaluations."""
+    from nnint.train import loop
+
+    real, count = loop.deep_supervision_loss, [0]
+
+    def patched(outputs, target):
+        count[0] += 1
+        loss = real(outputs, target)
+        return loss * float("nan") if count[0] in calls else loss
+
+    monkeypatch.setattr(loop, "deep_supervision_loss", patched)
+
+
+def test_a_non_finite_step_is_skipped_not_applied(dataset, tmp_path, monkeypatch):
+    _nan_loss_for(monkeypatch, {2})
+    lines: list[str] = []
+    out = tmp_path / "run"
+    summary = train(_cfg(dataset, out, iterations=3), log=lines.append)
+    assert summary["iteration"] == 3 and np.isfinite(summary["loss"])
+    state = torch.load(out / "checkpoint_latest.pth", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["network_weights"].values())
+    assert any("1 non-finite steps skipped" in line for line in lines)
+
+
+def test_many_non_finite_steps_in_a_row_stop_with_a_clear_error(dataset, tmp_path, monkeypatch):
+    from nnint.errors import NnintError
+    from nnint.train import loop
+
+    monkeypatch.setattr(loop, "MAX_BAD_STEPS", 2)
+    _nan_loss_for(monkeypatch, {1, 2, 3})
+    with pytest.raises(NnintError, match="non-finite loss or gradient.*--no-amp"):
+        train(_cfg(dataset, tmp_path / "run", iterations=3), log=lambda s: None)

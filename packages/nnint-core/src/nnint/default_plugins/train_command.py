@@ -38,6 +38,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-minutes", type=float, default=10.0, help="... or every M minutes (default 10)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N iterations")
     p.add_argument("--max-rounds", type=int, default=3, help="most simulated correction rounds per iteration")
+    p.add_argument("--min-cnr", type=float, default=0.0,
+                   help="train only on targets whose contrast-to-noise ratio to their surround is at least this "
+                        "(default 0: all); a curriculum that makes the network look at the image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--supervoxels", action="store_true", help="add supervoxel pseudo-label targets")
     p.add_argument("--redistributable-only", action="store_true",
@@ -91,7 +94,7 @@ def _run(args) -> int:
         threads=args.threads, workers=args.workers, resume=args.resume, init=args.init, val_every=args.val_every,
         val_cases=args.val_cases, val_targets=args.val_targets,
         val_autozoom=not args.val_no_autozoom, save_every=args.save_every, save_minutes=args.save_minutes,
-        log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds,
+        log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds, min_cnr=args.min_cnr,
         cache=args.cache, license=args.license, amp=not args.no_amp,
         redistributable_only=args.redistributable_only, explicit=_explicit(args),
     )

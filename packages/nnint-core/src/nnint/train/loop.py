@@ -52,6 +52,8 @@ from nnint.train import simulate
 __all__ = ["TrainConfig", "train", "ARCHITECTURES", "architecture_plans", "export_model", "validate"]
 
 CHECKPOINT = "checkpoint_latest.pth"
+#: consecutive steps with a non-finite gradient after which training stops with an error
+MAX_BAD_STEPS = 20
 MODEL_DIR = "model"
 
 
@@ -141,6 +143,9 @@ class TrainConfig:
     #: train only on cases whose provenance.json marks them redistributable (for shipped weights)
     redistributable_only: bool = False
     max_rounds: int = 3
+    #: train only on targets with at least this contrast-to-noise ratio (``SampleConfig.min_cnr``);
+    #: may change on --resume (a curriculum: visible targets first)
+    min_cnr: float = 0.0
     deep_supervision: bool = True
     #: decay of the exported weight average per iteration (0: export the last step's weights)
     ema_decay: float = 0.999
@@ -746,7 +751,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
         (out / "config.json").write_text(json.dumps({**attrs.asdict(cfg), "world_size": world,
                                                      "parameters": n_params}, indent=1, default=str))
     scfg = ds.SampleConfig(patch=cfg.patch, decay=setup.decay, point_radius=setup.point_radius,
-                           mapping=setup.mapping, num_channels=setup.num_channels)
+                           mapping=setup.mapping, num_channels=setup.num_channels, min_cnr=cfg.min_cnr)
     trainset = ds.TrainSet(train_cases, scfg, seed=cfg.seed, rank=rank)
     B = cfg.batch
     loader = torch.utils.data.DataLoader(
@@ -804,6 +809,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
     t_start, t_save = time.perf_counter(), time.perf_counter()
     window: list[float] = []
     last_loss, last_val = float("nan"), {}
+    bad_steps = skipped_steps = 0
     say(f"training iterations {start_it}..{cfg.iterations}, batch {B} per rank, lr {lr:g} ({cfg.optimizer}, poly)")
     net.train()
     try:
@@ -868,8 +874,20 @@ def train(cfg: TrainConfig, log=None) -> dict:
                 scaler.step(opt)
                 scaler.update()
             else:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-                opt.step()
+                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
+                if torch.isfinite(grad_norm):  # identical on every rank: the gradients were all-reduced
+                    opt.step()
+                    bad_steps = 0
+                else:
+                    # one non-finite step (bf16 autocast on a CPU overflowed at 32^3 patches, session 7)
+                    # would turn every weight into NaN for the rest of the run: skip it instead
+                    bad_steps += 1
+                    skipped_steps += 1
+                    if bad_steps >= MAX_BAD_STEPS:
+                        raise NnintError(
+                            f"{bad_steps} training steps in a row had a non-finite loss or gradient (last at iteration "
+                            f"{it + 1}); the weights are unchanged since. Resume with a lower --lr, or with --no-amp "
+                            "if mixed precision is on")
             sched.step()
             average.update(net)
             it += 1
@@ -882,9 +900,11 @@ def train(cfg: TrainConfig, log=None) -> dict:
                 elapsed = time.perf_counter() - t_start
                 its = (it - start_it) / max(elapsed, 1e-9)
                 eta = (cfg.iterations - it) / max(its, 1e-9)
-                lmean = np.mean([h["loss"] for h in history[-cfg.log_every:] if "loss" in h])
+                losses = [h["loss"] for h in history[-cfg.log_every:] if "loss" in h]
+                lmean = np.mean([v for v in losses if math.isfinite(v)] or [float("nan")])
                 say(f"{time.strftime('%H:%M:%S')} it {it}/{cfg.iterations}  loss {lmean:.4f}  lr {opt.param_groups[0]['lr']:.2e}  "
-                    f"{its:.3f} it/s ({np.mean(recent):.2f} s/it compute)  ETA {_fmt(eta)}")
+                    f"{its:.3f} it/s ({np.mean(recent):.2f} s/it compute)  ETA {_fmt(eta)}"
+                    + (f"  ({skipped_steps} non-finite steps skipped so far)" if skipped_steps else ""))
             if cfg.val_every and it % cfg.val_every == 0 and it < cfg.iterations:
                 last_val = run_validation(it) or last_val
             due = (cfg.save_every and it % cfg.save_every == 0) or (time.perf_counter() - t_save) > 60 * cfg.save_minutes
