@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--seed", type=int, default=999, help="sample stream (not the run's own seed)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--min-cnr", type=float, default=0.0, help="only targets at least this visible (as nnint train --min-cnr)")
     ap.add_argument("--json", help="also write the table here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,7 +63,7 @@ def main() -> None:
     net = mf.build_network("cpu")
     mapping = {k: (tuple(v) if isinstance(v, (list, tuple)) else int(v)) for k, v in mf.channel_mapping.items()}
     cfg = ds.SampleConfig(patch=args.patch, decay=float(mf.interaction_decay), point_radius=float(mf.point_radius),
-                          mapping=mapping, num_channels=mf.num_interaction_channels)
+                          mapping=mapping, num_channels=mf.num_interaction_channels, min_cnr=args.min_cnr)
     samples = ds.TrainSet(cases, cfg, seed=args.seed)
     shuffle_rng = torch.Generator().manual_seed(args.seed)
     dice: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)

@@ -293,3 +293,38 @@ def test_many_non_finite_steps_in_a_row_stop_with_a_clear_error(dataset, tmp_pat
     _nan_loss_for(monkeypatch, {1, 2, 3})
     with pytest.raises(NnintError, match="non-finite loss or gradient.*--no-amp"):
         train(_cfg(dataset, tmp_path / "run", iterations=3), log=lambda s: None)
+
+
+def test_contrast_to_noise_tells_visible_from_invisible_targets():
+    from nnint.train.dataset import contrast_to_noise
+
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.indices((32, 32, 32))
+    ball = (zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 16) ** 2 < 36
+    noise = rng.normal(0, 1, ball.shape).astype(np.float32)
+    assert contrast_to_noise(noise + 5 * ball, ball) > 3
+    assert contrast_to_noise(noise, ball) < 0.5
+    assert contrast_to_noise(noise, np.ones_like(ball)) == float("inf")  # no surround: kept
+
+
+def test_min_cnr_keeps_only_visible_targets(tmp_path):
+    from nnint.train.dataset import SampleConfig, TrainSet, _write_case, contrast_to_noise
+    from nnint.train.loop import _model_setup
+
+    rng = np.random.default_rng(3)
+    zz, yy, xx = np.indices((48, 48, 48))
+    img = rng.normal(0, 1, (48, 48, 48)).astype(np.float32)
+    lab = np.zeros((48, 48, 48), np.uint8)
+    lab[(zz - 14) ** 2 + (yy - 14) ** 2 + (xx - 14) ** 2 < 49] = 1  # visible: +4 noise SDs
+    lab[(zz - 34) ** 2 + (yy - 34) ** 2 + (xx - 34) ** 2 < 49] = 2  # invisible: same intensity
+    img[lab == 1] += 4
+    ref = _write_case(tmp_path / "c", "c", img, lab, (1.0, 1.0, 1.0), False, keep_raw=False, signature="t")
+    setup = _model_setup(TrainConfig(data=["x"], out=str(tmp_path), arch="tiny", patch=32))
+    common = dict(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
+                  num_channels=setup.num_channels)
+    every = TrainSet([ref], SampleConfig(**common), seed=0)
+    visible = TrainSet([ref], SampleConfig(**common, min_cnr=2.0), seed=0)
+    cnr_all = [contrast_to_noise(every[i]["image"][0].numpy(), every[i]["target"].numpy()) for i in range(16)]
+    cnr_kept = [contrast_to_noise(visible[i]["image"][0].numpy(), visible[i]["target"].numpy()) for i in range(16)]
+    assert min(cnr_all) < 2.0  # the invisible ball is drawn without the filter
+    assert min(cnr_kept) >= 2.0
