@@ -328,3 +328,17 @@ def test_min_cnr_keeps_only_visible_targets(tmp_path):
     cnr_kept = [contrast_to_noise(visible[i]["image"][0].numpy(), visible[i]["target"].numpy()) for i in range(16)]
     assert min(cnr_all) < 2.0  # the invisible ball is drawn without the filter
     assert min(cnr_kept) >= 2.0
+
+
+def test_toy_learnability_script_reports_real_and_shuffled_dice():
+    """scripts/diagnose/toy_learnability.py: the session-7 check that the network can learn edges."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "diagnose" / "toy_learnability.py"
+    cmd = [sys.executable, str(script), "--arch", "tiny", "--iterations", "2", "--every", "2", "--held-out", "2",
+           "--batch", "1", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "held-out Dice" in proc.stdout and "shuffled image" in proc.stdout
