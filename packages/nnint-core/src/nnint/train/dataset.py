@@ -354,9 +354,9 @@ class SampleConfig:
     p_big_click: float = 0.12
     big_click_kinds: dict = attrs.field(factory=lambda: {"point": 0.7, "scribble": 0.15, "lasso": 0.15})
     #: keep only samples whose target stands out of its surround by at least this contrast-to-noise
-    #: ratio (:func:`contrast_to_noise`; 0: all). A curriculum: session 7 found every CPU-trained
-    #: model answering from the prompts' shape alone (a spatially shuffled image barely changes its
-    #: Dice), and models trained on visible targets only rely on the image more (32^3 probes)
+    #: ratio (:func:`contrast_to_noise`; 0: all). A curriculum: session 7 found the CPU-trained
+    #: models answering mostly from the prompts' shape (a spatially shuffled image costs them only
+    #: a fifth of their Dice); trained on visible targets only they rely on the image a little more
     min_cnr: float = 0.0
 
 
