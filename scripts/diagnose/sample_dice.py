@@ -9,8 +9,8 @@ better training helps); one that scores high here but low on the dev split does 
 Each sample is also scored with its image spatially shuffled (the same voxel values at random
 places, prompts unchanged). A model that segments from what it sees loses most of its Dice
 there; one that barely changes answers from the prompts' geometry and the intensity histogram
-alone (session 7: every CPU-trained ``small`` model so far, 0.45 -> 0.41). Session 5: the it-14,062 `small` model gave
-0.43 overall here (200 samples, seed 999), 0.04 for a click on a target filling the patch: it is
+(session 7: v5 it 10,000, 150 samples at 64^3, 0.479 -> 0.379). Session 5: the it-14,062 `small`
+model gave 0.43 overall here (200 samples, seed 999), 0.04 for a click on a target filling the patch: it is
 under-fitted (docs/training.md, "Session 5").
 
     python scripts/diagnose/sample_dice.py --model runs/bundled-v4/model \\
