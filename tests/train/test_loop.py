@@ -18,6 +18,18 @@ def _cfg(dataset, out, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def _run_diagnose_script(name: str, *args: str) -> str:
+    """Run ``scripts/diagnose/NAME`` with this interpreter; its stdout (fails on a non-zero exit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "diagnose" / name
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def test_three_iterations_write_a_loadable_model_folder(dataset, make_case, tmp_path):
     from nnint.backends.torch.checkpoint import load_model_folder
 
@@ -241,18 +253,11 @@ def test_windows_that_cut_big_targets_become_refinement_samples(tmp_path):
 
 def test_sample_dice_script_scores_a_model_on_training_samples(dataset, tmp_path):
     """scripts/diagnose/sample_dice.py: the training-distribution check used in session 5."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     out = tmp_path / "run"
     train(_cfg(dataset, out, iterations=1), log=lambda s: None)
-    script = Path(__file__).resolve().parents[2] / "scripts" / "diagnose" / "sample_dice.py"
     table = tmp_path / "dice.json"
-    cmd = [sys.executable, str(script), "--model", str(out / "model"), "--data", str(dataset), "--cache",
-           str(out.parent / "cache"), "--patch", "32", "--samples", "6", "--threads", "1", "--json", str(table)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    _run_diagnose_script("sample_dice.py", "--model", str(out / "model"), "--data", str(dataset), "--cache",
+                         str(out.parent / "cache"), "--patch", "32", "--samples", "6", "--threads", "1", "--json", str(table))
     rows = json.loads(table.read_text())["rows"]
     overall = [r for r in rows if r["kind"] == "all" and r["size"] == "all"]
     assert overall and overall[0]["n"] == 6 and 0.0 <= overall[0]["dice"] <= 1.0
@@ -266,9 +271,9 @@ def _nan_loss_for(monkeypatch, calls: set[int]) -> None:
 
     real, count = loop.deep_supervision_loss, [0]
 
-    def patched(outputs, target):
+    def patched(outputs, target, weight=None):
         count[0] += 1
-        loss = real(outputs, target)
+        loss = real(outputs, target, weight)
         return loss * float("nan") if count[0] in calls else loss
 
     monkeypatch.setattr(loop, "deep_supervision_loss", patched)
@@ -332,13 +337,63 @@ def test_min_cnr_keeps_only_visible_targets(tmp_path):
 
 def test_toy_learnability_script_reports_real_and_shuffled_dice():
     """scripts/diagnose/toy_learnability.py: the session-7 check that the network can learn edges."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    stdout = _run_diagnose_script("toy_learnability.py", "--arch", "tiny", "--iterations", "2", "--every", "2",
+                                  "--held-out", "2", "--batch", "1", "--threads", "1")
+    assert "held-out Dice" in stdout and "shuffled image" in stdout
 
-    script = Path(__file__).resolve().parents[2] / "scripts" / "diagnose" / "toy_learnability.py"
-    cmd = [sys.executable, str(script), "--arch", "tiny", "--iterations", "2", "--every", "2", "--held-out", "2",
-           "--batch", "1", "--threads", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "held-out Dice" in proc.stdout and "shuffled image" in proc.stdout
+
+def test_weighted_cross_entropy_with_unit_weights_is_the_plain_loss():
+    from nnint.train.loop import deep_supervision_loss, dice_ce_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 8, 8, 8, generator=g)
+    target = (torch.rand(2, 8, 8, 8, generator=g) > 0.5).long()
+    ones = torch.ones(2, 8, 8, 8)
+    assert torch.allclose(dice_ce_loss(logits, target), dice_ce_loss(logits, target, ones))
+    heads = [logits, torch.randn(2, 2, 4, 4, 4, generator=g), torch.randn(2, 2, 2, 2, 2, generator=g)]
+    assert torch.allclose(deep_supervision_loss(heads, target), deep_supervision_loss(heads, target, ones))
+    # a wrong voxel weighted up raises the loss
+    w = ones.clone()
+    wrong = (logits.argmax(1) != target)
+    w[wrong] = 11.0
+    assert dice_ce_loss(logits, target, w) > dice_ce_loss(logits, target) + 1.0
+
+
+def test_correction_weight_weights_the_corrected_error_regions(dataset, tmp_path, monkeypatch):
+    """--correction-weight: the loss gets 1 + w on the error regions the simulated corrections point
+    at, 1 elsewhere; without it the loss is unweighted."""
+    from nnint.train import loop
+
+    seen: list = []
+    real = loop.deep_supervision_loss
+
+    def spy(outputs, target, weight=None):
+        seen.append(None if weight is None else weight.detach().clone())
+        return real(outputs, target, weight)
+
+    monkeypatch.setattr(loop, "deep_supervision_loss", spy)
+    monkeypatch.setattr(loop, "_rounds", lambda rng, max_rounds: 1)
+    train(_cfg(dataset, tmp_path / "off", iterations=2), log=lambda s: None)
+    assert seen and all(w is None for w in seen)
+    seen.clear()
+    train(_cfg(dataset, tmp_path / "on", iterations=3, correction_weight=9.0), log=lambda s: None)
+    weighted = [w for w in seen if w is not None]
+    assert weighted, "a correction round happened but the loss was not weighted"
+    for w in weighted:
+        assert set(torch.unique(w).tolist()) <= {1.0, 10.0} and (w == 10.0).any()
+
+
+def test_click_gain_script_reports_dice_per_click(dataset, tmp_path):
+    """scripts/diagnose/click_gain.py: do correction clicks change the answer (session 8)?"""
+    out = tmp_path / "run"
+    train(_cfg(dataset, out, iterations=1), log=lambda s: None)
+    table = tmp_path / "gain.json"
+    _run_diagnose_script("click_gain.py", "--model", str(out / "model"), "--data", str(dataset), "--cache",
+                         str(out.parent / "cache"), "--patch", "32", "--samples", "4", "--clicks", "2", "--threads", "1",
+                         "--json", str(table))
+    res = json.loads(table.read_text())
+    curve = res["curves"]["all"]
+    assert curve["n"] == 4 and len(curve["dice_per_step"]) == 3
+    assert all(0.0 <= d <= 1.0 for d in curve["dice_per_step"])
+    for v in res["clicks_by_kind"].values():
+        assert v["n"] >= 1 and 0.0 <= v["no_effect"] <= 1.0

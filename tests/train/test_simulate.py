@@ -232,3 +232,28 @@ def test_normalisation_equals_the_engine():
     mean, std, _ = zoom.image_statistics(a)
     crop = np.asarray(zoom.ImageSource(a, mean, std).crop((0, 0, 0), a.shape))
     np.testing.assert_array_equal(normalise(a), crop.reshape(a.shape))
+
+
+def test_corrected_region_is_the_error_component_the_correction_touches():
+    target = np.zeros((20, 20, 20), bool)
+    target[5:15, 5:15, 5:15] = True
+    pred = target.copy()
+    pred[5:15, 5:15, 15:18] = True  # a false-positive slab, one component
+    pred[0:2, 0:2, 0:2] = True  # a second, separate false positive
+    pred[8:10, 8:10, 5:7] = False  # a hole: missed foreground
+    slab = pred & ~target & (np.arange(20) >= 15)[None, None, :]
+    region = S.corrected_region(target, pred, Point((10, 10, 16), positive=False))
+    assert np.array_equal(region, slab)
+    hole = target & ~pred
+    assert np.array_equal(S.corrected_region(target, pred, Point((9, 9, 6), positive=True)), hole)
+    # the wrong polarity, or a click on a correct voxel, points at nothing
+    assert not S.corrected_region(target, pred, Point((10, 10, 16), positive=True)).any()
+    assert not S.corrected_region(target, pred, Point((10, 10, 10), positive=False)).any()
+    # a negative scribble across both false positives selects both components
+    line = np.zeros((20, 20, 20), bool)
+    line[1, 1, 0:17] = True
+    line[1, 1:11, 16] = True
+    line[1:11, 10, 16] = True
+    scr = Scribble.from_full_mask(line, positive=False)
+    both = S.corrected_region(target, pred, scr)
+    assert np.array_equal(both, pred & ~target)

@@ -41,6 +41,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-cnr", type=float, default=0.0,
                    help="train only on targets whose contrast-to-noise ratio to their surround is at least this "
                         "(default 0: all); a curriculum that makes the network look at the image")
+    p.add_argument("--correction-weight", type=float, default=0.0,
+                   help="extra cross-entropy weight of the error regions that simulated corrections point at "
+                        "(default 0: off); teaches the network to act on clicks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--supervoxels", action="store_true", help="add supervoxel pseudo-label targets")
     p.add_argument("--redistributable-only", action="store_true",
@@ -95,6 +98,7 @@ def _run(args) -> int:
         val_cases=args.val_cases, val_targets=args.val_targets,
         val_autozoom=not args.val_no_autozoom, save_every=args.save_every, save_minutes=args.save_minutes,
         log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds, min_cnr=args.min_cnr,
+        correction_weight=args.correction_weight,
         cache=args.cache, license=args.license, amp=not args.no_amp,
         redistributable_only=args.redistributable_only, explicit=_explicit(args),
     )

@@ -146,6 +146,10 @@ class TrainConfig:
     #: train only on targets with at least this contrast-to-noise ratio (``SampleConfig.min_cnr``);
     #: may change on --resume (a curriculum: visible targets first)
     min_cnr: float = 0.0
+    #: cross-entropy weight, on top of 1, of the error regions the iteration's simulated corrections
+    #: point at (:func:`nnint.train.simulate.corrected_region`); 0: off. Session 8: after a box the
+    #: models left 40 % of the negative clicks without effect. May change on --resume
+    correction_weight: float = 0.0
     deep_supervision: bool = True
     #: decay of the exported weight average per iteration (0: export the last step's weights)
     ema_decay: float = 0.999
@@ -196,14 +200,18 @@ def _barrier(world: int) -> None:
 # --- loss -----------------------------------------------------------------------------------
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy + (1 - soft Dice of the foreground) for 2-logit outputs.
 
     The Dice is per sample, then averaged: the evaluation scores every target equally, and a batch
     Dice let one big target hide the over-segmentation of a small one in the same batch (session 3:
-    the model answered boxes with ~1.5-2.5x too many voxels)."""
+    the model answered boxes with ~1.5-2.5x too many voxels). ``weight`` (same shape as
+    ``target``): per-voxel cross-entropy weights (the mean stays over all voxels)."""
     logits = logits.float()
-    ce = F.cross_entropy(logits, target.long())
+    if weight is None:
+        ce = F.cross_entropy(logits, target.long())
+    else:
+        ce = (F.cross_entropy(logits, target.long(), reduction="none") * weight).mean()
     prob = torch.softmax(logits, 1)[:, 1].flatten(1)
     t = target.float().flatten(1)
     inter = (prob * t).sum(1)
@@ -211,8 +219,10 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ce + (1 - dice.mean())
 
 
-def deep_supervision_loss(outputs: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """nnU-Net style: weights 1/2^i over the heads (the lowest-resolution one dropped), normalised."""
+def deep_supervision_loss(outputs: list[torch.Tensor], target: torch.Tensor,
+                          weight: torch.Tensor | None = None) -> torch.Tensor:
+    """nnU-Net style: weights 1/2^i over the heads (the lowest-resolution one dropped), normalised.
+    ``weight``: per-voxel cross-entropy weights at full resolution (area-averaged for lower heads)."""
     n = len(outputs)
     w = np.array([1 / (2**i) for i in range(n)])
     if n > 1:
@@ -223,8 +233,10 @@ def deep_supervision_loss(outputs: list[torch.Tensor], target: torch.Tensor) -> 
     for wi, out in zip(w, outputs):
         if wi == 0:
             continue
-        tt = target if out.shape[2:] == target.shape[1:] else (F.interpolate(t, size=out.shape[2:], mode="nearest")[:, 0])
-        loss = loss + float(wi) * dice_ce_loss(out, tt)
+        same = out.shape[2:] == target.shape[1:]
+        tt = target if same else (F.interpolate(t, size=out.shape[2:], mode="nearest")[:, 0])
+        ww = weight if weight is None or same else F.interpolate(weight[:, None], size=out.shape[2:], mode="area")[:, 0]
+        loss = loss + float(wi) * dice_ce_loss(out, tt, ww)
     return loss
 
 
@@ -825,6 +837,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
             srngs = [np.random.default_rng([int(s), it]) for s in batch["rng_seed"]]
             n_rounds = _rounds(rng_it, cfg.max_rounds)
             active = [p is not None for p in prompts]
+            focus = [None] * B  # per sample: the error regions its corrections point at
             for _r in range(n_rounds):
                 if not any(active):
                     break
@@ -845,17 +858,27 @@ def train(cfg: TrainConfig, log=None) -> dict:
                     if corr is None:
                         active[b] = False
                         continue
+                    if cfg.correction_weight > 0:
+                        region = simulate.corrected_region(tnp[b], pred[b], corr)
+                        focus[b] = region if focus[b] is None else (focus[b] | region)
                     prev[b] = _prev_feedback(pred[b], r)
                     prompts[b].append(corr)
                     chans[b] = torch.from_numpy(simulate.prompt_channels(
                         prompts[b], prev[b], decay=setup.decay, point_radius=setup.point_radius,
                         mapping=setup.mapping, num_channels=setup.num_channels))
             x = _net_input(image, chans, device)
+            weight = None
+            if any(f is not None for f in focus):
+                w = np.ones(tuple(target.shape), np.float32)
+                for b, f in enumerate(focus):
+                    if f is not None:
+                        w[b] += float(cfg.correction_weight) * f
+                weight = torch.from_numpy(w).to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 if cfg.deep_supervision:
-                    loss = deep_supervision_loss(net.forward_deep_supervision(x), target)
+                    loss = deep_supervision_loss(net.forward_deep_supervision(x), target, weight)
                 else:
-                    loss = dice_ce_loss(net(x), target)
+                    loss = dice_ce_loss(net(x), target, weight)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -35,7 +35,7 @@ from nnint.prompts import Box, InitialMask, Lasso, Point, Prompt, Scribble
 
 __all__ = [
     "FIRST_KINDS", "CORRECTION_KINDS", "Agent", "sample_agent", "choose_kind", "first_prompt", "correction_prompt",
-    "corrupt_mask", "edt_point", "prompt_channels", "point_kernel", "LEGACY_MAPPING", "DEFAULT_DECAY", "DEFAULT_POINT_RADIUS",
+    "corrupt_mask", "corrected_region", "edt_point", "prompt_channels", "point_kernel", "LEGACY_MAPPING", "DEFAULT_DECAY", "DEFAULT_POINT_RADIUS",
 ]
 
 #: first-interaction kinds and their default probabilities
@@ -338,6 +338,36 @@ def correction_prompt(target: np.ndarray, pred: np.ndarray, rng: np.random.Gener
         except (EmptyPromptError, InvalidMaskError):
             return None
     raise ValueError(f"unknown correction kind {kind!r}")
+
+
+def corrected_region(target: np.ndarray, pred: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """The error that a correction ``prompt`` points at: every 26-connected component of the
+    missed foreground (positive prompt) or of the false positives (negative prompt) of ``pred``
+    against ``target`` that the prompt touches (a click's voxel, a scribble's or lasso's voxels, a
+    2-D box's rectangle). Empty when it touches none. Training weights these voxels up so that the
+    network learns to act on a correction (session 8: after a box it ignored 40 % of the negative
+    clicks)."""
+    t = np.asarray(target).astype(bool)
+    p = np.asarray(pred).astype(bool)
+    error = (t & ~p) if prompt.positive else (p & ~t)
+    touched = np.zeros(t.shape, bool)
+    if isinstance(prompt, Point):
+        z, y, x = (int(round(v)) for v in prompt.zyx)
+        if 0 <= z < t.shape[0] and 0 <= y < t.shape[1] and 0 <= x < t.shape[2]:
+            touched[z, y, x] = True
+    elif isinstance(prompt, Box):
+        touched[tuple(slice(max(0, a), max(0, b)) for a, b in zip(prompt.lo, prompt.hi))] = True
+    elif isinstance(prompt, (Scribble, Lasso)):
+        lo = [max(0, a) for a in prompt.lo]
+        hi = [min(n, a + s) for n, a, s in zip(t.shape, prompt.lo, prompt.mask.shape)]
+        if all(b > a for a, b in zip(lo, hi)):
+            touched[tuple(slice(a, b) for a, b in zip(lo, hi))] = prompt.mask[
+                tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, prompt.lo))]
+    touched &= error
+    if not touched.any():
+        return touched
+    labels, _ = _components(error)
+    return np.isin(labels, np.unique(labels[touched]))
 
 
 # --- rasterisation (the inference code path) ------------------------------------------------------
