@@ -9,11 +9,13 @@ window stays the training patch (the engine re-centres on each click; this isola
 Prints the mean Dice per step by first-prompt kind, the mean gain of positive and negative clicks,
 and the share of clicks that change nothing. Session 8 found on the dev split that after a 3-D box
 the it-14,062 model left 40 % of the negative clicks without effect (the same click repeated five
-times on one target); this measures that on the training distribution, where it can be trained.
+times on one target); this measures that on the training distribution, where it can be trained
+(200 samples: 30 % after a 3-D box; 12 % after the `--correction-weight 20` fine-tune, whose
+clicks act but gain no more Dice: docs/training.md, "Session 8").
 
     python scripts/diagnose/click_gain.py --model runs/bundled-v2-it14062-model \\
-        --data data/raw/Dataset901_RegistryMR --data synthetic:180:0 --redistributable-only \\
-        --cache runs/bundled-v5/cache
+        --data data/raw --data synthetic:120:0 --redistributable-only \\
+        --cache runs/bundled-v1/cache --samples 200
 """
 
 from __future__ import annotations
