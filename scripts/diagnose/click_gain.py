@@ -64,9 +64,7 @@ def main() -> None:
     cases = ds.prepare_cases(args.data, args.cache, "train", redistributable_only=args.redistributable_only, log=None)
     mf = load_model_folder(args.model)
     net = mf.build_network("cpu").eval()
-    mapping = {k: (tuple(v) if isinstance(v, (list, tuple)) else int(v)) for k, v in mf.channel_mapping.items()}
-    cfg = ds.SampleConfig(patch=args.patch, decay=float(mf.interaction_decay), point_radius=float(mf.point_radius),
-                          mapping=mapping, num_channels=mf.num_interaction_channels, p_zoom=0.0, p_corrupt_prev=0.0)
+    cfg = ds.sample_config_for(mf, args.patch, p_zoom=0.0, p_corrupt_prev=0.0)
     samples = ds.TrainSet(cases, cfg, seed=args.seed)
     rng = np.random.default_rng(args.seed)
 

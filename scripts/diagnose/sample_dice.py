@@ -61,9 +61,7 @@ def main() -> None:
     cases = ds.prepare_cases(args.data, args.cache, "train", redistributable_only=args.redistributable_only, log=None)
     mf = load_model_folder(args.model)
     net = mf.build_network("cpu")
-    mapping = {k: (tuple(v) if isinstance(v, (list, tuple)) else int(v)) for k, v in mf.channel_mapping.items()}
-    cfg = ds.SampleConfig(patch=args.patch, decay=float(mf.interaction_decay), point_radius=float(mf.point_radius),
-                          mapping=mapping, num_channels=mf.num_interaction_channels, min_cnr=args.min_cnr)
+    cfg = ds.sample_config_for(mf, args.patch, min_cnr=args.min_cnr)
     samples = ds.TrainSet(cases, cfg, seed=args.seed)
     shuffle_rng = torch.Generator().manual_seed(args.seed)
     dice: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)

@@ -48,7 +48,7 @@ from scipy import ndimage as ndi
 from nnint.errors import NnintError
 from nnint.train import augment, simulate
 
-__all__ = ["CaseRef", "prepare_cases", "TrainSet", "SampleConfig", "collate", "contrast_to_noise", "round_to_nearest_odd", "area_matrix", "zoom_channels"]
+__all__ = ["CaseRef", "prepare_cases", "TrainSet", "SampleConfig", "sample_config_for", "collate", "contrast_to_noise", "round_to_nearest_odd", "area_matrix", "zoom_channels"]
 
 
 @attrs.frozen
@@ -358,6 +358,16 @@ class SampleConfig:
     #: models answering mostly from the prompts' shape (a spatially shuffled image costs them only
     #: a fifth of their Dice); trained on visible targets only they rely on the image a little more
     min_cnr: float = 0.0
+
+
+def sample_config_for(model_folder, patch: int, **overrides) -> SampleConfig:
+    """The :class:`SampleConfig` whose prompt channels match ``model_folder`` (a loaded
+    :class:`~nnint.backends.torch.checkpoint.ModelFolder`: its decay, point radius, channel mapping
+    and channel count), for diagnosing a model on the training distribution."""
+    mf = model_folder
+    mapping = {k: (tuple(v) if isinstance(v, (list, tuple)) else int(v)) for k, v in mf.channel_mapping.items()}
+    return SampleConfig(patch=int(patch), decay=float(mf.interaction_decay), point_radius=float(mf.point_radius),
+                        mapping=mapping, num_channels=int(mf.num_interaction_channels), **overrides)
 
 
 class TrainSet(torch.utils.data.Dataset):
