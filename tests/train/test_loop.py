@@ -18,13 +18,13 @@ def _cfg(dataset, out, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _run_diagnose_script(name: str, *args: str) -> str:
-    """Run ``scripts/diagnose/NAME`` with this interpreter; its stdout (fails on a non-zero exit)."""
+def _run_diagnose_script(name: str, *args: str, folder: str = "diagnose") -> str:
+    """Run ``scripts/FOLDER/NAME`` with this interpreter; its stdout (fails on a non-zero exit)."""
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[2] / "scripts" / "diagnose" / name
+    script = Path(__file__).resolve().parents[2] / "scripts" / folder / name
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -397,3 +397,117 @@ def test_click_gain_script_reports_dice_per_click(dataset, tmp_path):
     assert all(0.0 <= d <= 1.0 for d in curve["dice_per_step"])
     for v in res["clicks_by_kind"].values():
         assert v["n"] >= 1 and 0.0 <= v["no_effect"] <= 1.0
+
+
+def test_label_boundaries_marks_both_sides_of_every_label_change():
+    from nnint.train.dataset import label_boundaries
+
+    lab = np.zeros((6, 6, 6), np.uint8)
+    lab[:, :, 3:] = 1  # one plane of change between x = 2 and x = 3
+    b = label_boundaries(lab)
+    assert b.dtype == np.uint8
+    assert b[:, :, 2:4].all() and not b[:, :, :2].any() and not b[:, :, 4:].any()
+    assert not label_boundaries(np.full((5, 5, 5), 7)).any()  # the patch's own faces are no boundary
+    lab2 = np.zeros((7, 7, 7), np.int32)
+    lab2[3, 3, 3] = 2
+    b2 = label_boundaries(lab2)
+    assert b2.sum() == 7 and b2[3, 3, 3]  # the voxel and its six neighbours
+
+
+def test_spatial_augmentation_moves_stacked_labels_like_one():
+    """A (k, z, y, x) label stack gets exactly the transform a single label gets with the same draws."""
+    from nnint.train import augment
+
+    rng0 = np.random.default_rng(3)
+    img = rng0.normal(0, 1, (24, 24, 24)).astype(np.float32)
+    a = np.zeros((24, 24, 24), np.uint8)
+    a[5:15, 8:20, 4:12] = 1
+    b = np.zeros_like(a)
+    b[10:20, 2:9, 9:22] = 1
+    cfg = augment.AugmentConfig()
+    cfg.p_affine = 1.0
+    for seed in range(4):
+        img1, a1 = augment.spatial(img, a, np.random.default_rng(seed), cfg)
+        img2, ab = augment.spatial(img, np.stack([a, b]), np.random.default_rng(seed), cfg)
+        _, b1 = augment.spatial(img, b, np.random.default_rng(seed), cfg)
+        assert ab.shape == (2, 24, 24, 24)
+        np.testing.assert_array_equal(img1, img2)
+        np.testing.assert_array_equal(a1.astype(bool), ab[0].astype(bool))
+        np.testing.assert_array_equal(b1.astype(bool), ab[1].astype(bool))
+
+
+def test_boundary_samples_keep_the_sample_stream(dataset, tmp_path):
+    """SampleConfig.boundary adds the window's label boundaries (moved with the target by the
+    augmentation) and changes nothing else: same images, targets, prompts and channels."""
+    from nnint.train import dataset as ds
+    from nnint.train.loop import _model_setup
+
+    setup = _model_setup(TrainConfig(data=["x"], out=str(tmp_path), arch="tiny", patch=32))
+    cases = ds.prepare_cases([str(dataset)], tmp_path / "cache", "train")
+    kw = dict(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
+              num_channels=setup.num_channels)
+    plain = ds.TrainSet(cases, ds.SampleConfig(**kw), seed=4)
+    withb = ds.TrainSet(cases, ds.SampleConfig(**kw, boundary=True), seed=4)
+    usable = 0
+    for i in range(12):
+        p, q = plain[i], withb[i]
+        assert "boundary" not in p
+        for key in ("image", "target", "channels"):
+            assert torch.equal(p[key], q[key]), key
+        assert q["boundary"].shape == q["target"].shape and q["boundary"].dtype == torch.uint8
+        if q["has_boundary"]:
+            usable += 1
+            t, b = q["target"].numpy().astype(bool), q["boundary"].numpy().astype(bool)
+            inner = t & ~np.pad(~t, 1, constant_values=False)[tuple(slice(1, -1) for _ in range(3))]
+            edge = t & ~inner
+            # the target's own surface lies on the label map's boundaries (up to resampling)
+            if edge.sum() > 20:
+                assert (b[edge]).mean() > 0.5
+        else:
+            assert q["zoom"] > 1.0 and not q["boundary"].any()
+    assert usable > 0
+
+
+def test_boundary_weight_trains_a_head_that_is_not_exported(dataset, tmp_path):
+    """--boundary-weight: the auxiliary head is trained (its loss is logged, its weights are in the
+    checkpoint and resume), its gradient reaches the network, and the model folder is unchanged."""
+    from nnint.backends.torch.checkpoint import load_model_folder
+    from nnint.train import loop
+
+    out_b = tmp_path / "on"
+    train(_cfg(dataset, out_b, iterations=2, boundary_weight=1.0), log=lambda s: None)
+    state = torch.load(out_b / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert state["boundary_head"] is not None and "conv.weight" in state["boundary_head"]
+    assert any("boundary_loss" in h for h in state["history"])
+    train(_cfg(dataset, tmp_path / "off", iterations=2), log=lambda s: None)
+    on = torch.load(out_b / "model" / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    off = torch.load(tmp_path / "off" / "model" / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert set(on["network_weights"]) == set(off["network_weights"])
+    load_model_folder(out_b / "model").build_network("cpu")  # strict load
+    split = tmp_path / "split"  # stopped and resumed: the same head as the straight run
+    train(_cfg(dataset, split, iterations=2, stop_at=1, save_every=100, boundary_weight=1.0), log=lambda s: None)
+    assert train(_cfg(dataset, split, iterations=2, resume=True), log=lambda s: None)["iteration"] == 2
+    resumed = torch.load(split / "checkpoint_latest.pth", map_location="cpu", weights_only=False)["boundary_head"]
+    for k, v in state["boundary_head"].items():
+        torch.testing.assert_close(v, resumed[k], rtol=0, atol=1e-6)
+    # the auxiliary loss alone moves the shared decoder (else it could not teach the network anything)
+    setup = loop._model_setup(_cfg(dataset, tmp_path / "x"))
+    net = loop.build_model(setup, 0)
+    head = loop.BoundaryHead(net)
+    x = torch.randn(2, 8, 32, 32, 32)
+    net(x)
+    bnd = torch.zeros(2, 32, 32, 32)
+    bnd[:, :, :, 15:17] = 1
+    head.loss(bnd, torch.tensor([True, False])).backward()
+    assert net.decoder.stages[-1].convs[0].conv.weight.grad.abs().sum() > 0
+    assert float(head.loss(bnd, torch.tensor([False, False]))) == 0.0
+
+
+def test_correction_round_benchmark_times_serial_and_pooled_rounds(tmp_path):
+    """scripts/bench/correction_rounds.py: the serial CPU work of a correction round, 1 vs N threads."""
+    table = tmp_path / "rounds.json"
+    _run_diagnose_script("correction_rounds.py", "--patch", "32", "--batch", "2", "--repeats", "1", "--volumes", "1",
+                         "--threads", "2", "--json", str(table), folder="bench")
+    res = json.loads(table.read_text())
+    assert res["batch"] == 2 and set(res["seconds_per_round_by_threads"]) == {"1", "2"}
+    assert all(v > 0 for v in res["seconds_per_round_by_threads"].values())

@@ -44,6 +44,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--correction-weight", type=float, default=0.0,
                    help="extra cross-entropy weight of the error regions that simulated corrections point at "
                         "(default 0: off); teaches the network to act on clicks")
+    p.add_argument("--boundary-weight", type=float, default=0.0,
+                   help="weight of an auxiliary, training-only head that predicts where the label map changes "
+                        "(a target no prompt gives away, so only the image can lower it; default 0: off; "
+                        "fixed for the run, the exported model is the same)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--supervoxels", action="store_true", help="add supervoxel pseudo-label targets")
     p.add_argument("--redistributable-only", action="store_true",
@@ -99,6 +103,7 @@ def _run(args) -> int:
         val_autozoom=not args.val_no_autozoom, save_every=args.save_every, save_minutes=args.save_minutes,
         log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds, min_cnr=args.min_cnr,
         correction_weight=args.correction_weight,
+        boundary_weight=args.boundary_weight,
         cache=args.cache, license=args.license, amp=not args.no_amp,
         redistributable_only=args.redistributable_only, explicit=_explicit(args),
     )

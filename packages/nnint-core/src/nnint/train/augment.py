@@ -124,7 +124,8 @@ def _rotation_matrix(rng: np.random.Generator, max_deg: float) -> np.ndarray:
 
 def spatial(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
             cfg: AugmentConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Joint spatial augmentation of a (z, y, x) float32 patch and its bool/uint8 label patch.
+    """Joint spatial augmentation of a (z, y, x) float32 patch and its bool/uint8 label patch
+    (or a (k, z, y, x) stack of them, transformed identically; the random draws do not depend on k).
 
     The affine resamples about the patch centre (trilinear for the image, trilinear + 0.5 threshold
     for the label); outside the patch reads 0 (the normalised-space padding of the engine).
@@ -140,9 +141,10 @@ def spatial(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
         theta[0, :, :3] = torch.from_numpy(mat[np.ix_(perm, perm)].astype(np.float32))
         shape = image.shape
         grid = F.affine_grid(theta, (1, 1) + tuple(shape), align_corners=False)
-        both = torch.from_numpy(np.stack([image.astype(np.float32), label.astype(np.float32)]))[None]
+        labels = np.asarray(label).reshape((-1,) + tuple(shape))
+        both = torch.from_numpy(np.concatenate([image[None].astype(np.float32), labels.astype(np.float32)]))[None]
         out = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].numpy()
-        image, label = out[0], out[1] > 0.5
+        image, label = out[0], (out[1:] > 0.5).reshape(np.shape(label))
     image, label = flip_rot([image, np.asarray(label)], rng, cfg)
     return image, label
 

@@ -48,7 +48,7 @@ from scipy import ndimage as ndi
 from nnint.errors import NnintError
 from nnint.train import augment, simulate
 
-__all__ = ["CaseRef", "prepare_cases", "TrainSet", "SampleConfig", "sample_config_for", "collate", "contrast_to_noise", "round_to_nearest_odd", "area_matrix", "zoom_channels"]
+__all__ = ["CaseRef", "prepare_cases", "TrainSet", "SampleConfig", "sample_config_for", "collate", "contrast_to_noise", "label_boundaries", "round_to_nearest_odd", "area_matrix", "zoom_channels"]
 
 
 @attrs.frozen
@@ -358,6 +358,10 @@ class SampleConfig:
     #: models answering mostly from the prompts' shape (a spatially shuffled image costs them only
     #: a fifth of their Dice); trained on visible targets only they rely on the image a little more
     min_cnr: float = 0.0
+    #: also return ``boundary``: where the window's whole label map changes value
+    #: (:func:`label_boundaries`), the target of the training loop's auxiliary boundary head
+    #: (``TrainConfig.boundary_weight``). Zoom-1 samples only; the random draws are unchanged
+    boundary: bool = False
 
 
 def sample_config_for(model_folder, patch: int, **overrides) -> SampleConfig:
@@ -456,7 +460,8 @@ class TrainSet(torch.utils.data.Dataset):
                 centre = lo_t + pts[int(rng.integers(len(pts)))] + jitter
         centre = np.floor(centre + 0.5).astype(int)
         wlo = centre - W // 2
-        target = _crop(np.asarray(labels_all), wlo, (W,) * 3) == value
+        labels = _crop(np.asarray(labels_all), wlo, (W,) * 3)
+        target = labels == value
         if not target.any():
             return None
         if rng.random() < cfg.p_component:
@@ -465,11 +470,16 @@ class TrainSet(torch.utils.data.Dataset):
                 target = lab == int(rng.integers(1, n + 1))
         image = _crop(np.asarray(image_all, dtype=np.float32), wlo, (W,) * 3)
         if zoom == 1.0:
-            return self._sample_zoom1(image, target, rng, big_click)
+            boundary = label_boundaries(labels) if cfg.boundary else None
+            return self._sample_zoom1(image, target, rng, big_click, boundary)
         return self._sample_zoomed(image, target, zoom, W, rng)
 
-    def _finish(self, image, target, channels, prompts, prev_seg, rng, zoom) -> dict:
+    def _finish(self, image, target, channels, prompts, prev_seg, rng, zoom, boundary=None) -> dict:
         agent = simulate.sample_agent(rng, self.cfg.correction_kinds)
+        extra = {}
+        if self.cfg.boundary:  # every sample has the key (collate stacks it); zoomed ones mark it unusable
+            b = np.zeros(target.shape, np.uint8) if boundary is None else boundary
+            extra = {"boundary": torch.from_numpy(np.ascontiguousarray(b, np.uint8)), "has_boundary": boundary is not None}
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image[None], np.float32)),
             "target": torch.from_numpy(np.ascontiguousarray(target, np.uint8)),
@@ -479,11 +489,16 @@ class TrainSet(torch.utils.data.Dataset):
             "agent": agent,
             "zoom": float(zoom),
             "rng_seed": int(rng.integers(2**62)),
+            **extra,
         }
 
-    def _sample_zoom1(self, image, target, rng, big_click: bool = False) -> dict | None:
+    def _sample_zoom1(self, image, target, rng, big_click: bool = False, boundary=None) -> dict | None:
         cfg = self.cfg
-        image, target = augment.spatial(image, target, rng)
+        if boundary is None:
+            image, target = augment.spatial(image, target, rng)
+        else:
+            image, both = augment.spatial(image, np.stack([target, boundary]), rng)
+            target, boundary = both[0], both[1].astype(np.uint8)
         target = target.astype(bool)
         if target.sum() < 3:
             return None
@@ -516,7 +531,7 @@ class TrainSet(torch.utils.data.Dataset):
                     prev_seg = bad.astype(np.uint8)
         channels = simulate.prompt_channels(prompts, prev_seg, decay=cfg.decay, point_radius=cfg.point_radius,
                                             mapping=cfg.mapping, num_channels=cfg.num_channels)
-        return self._finish(image, target, channels, prompts, prev_seg, rng, 1.0)
+        return self._finish(image, target, channels, prompts, prev_seg, rng, 1.0, boundary)
 
     def _sample_zoomed(self, image, target, zoom, W, rng) -> dict | None:
         cfg = self.cfg
@@ -563,6 +578,23 @@ class TrainSet(torch.utils.data.Dataset):
         prev_p = (channels[mapping["prev_seg"]] >= 0.5).astype(np.uint8)
         # corrections are not simulated in zoomed-out samples (prompts=None), their input is final
         return self._finish(image_p, target_p, channels, None, prev_p, rng, zoom)
+
+
+def label_boundaries(labels: np.ndarray) -> np.ndarray:
+    """uint8 map of the voxels of a (z, y, x) label map with a 6-neighbour of another value (both
+    sides of every boundary, so a boundary is two voxels thick and survives resampling). The
+    patch's own faces are no boundary. This target does not depend on any prompt: the only way to
+    predict it is to read the image, which is what the CPU-trained models barely do (session 7)."""
+    lab = np.asarray(labels)
+    out = np.zeros(lab.shape, bool)
+    for ax in range(lab.ndim):
+        a = [slice(None)] * lab.ndim
+        b = [slice(None)] * lab.ndim
+        a[ax], b[ax] = slice(1, None), slice(None, -1)
+        diff = lab[tuple(a)] != lab[tuple(b)]
+        out[tuple(a)] |= diff
+        out[tuple(b)] |= diff
+    return out.astype(np.uint8)
 
 
 def contrast_to_noise(image: np.ndarray, target: np.ndarray, ring: int = 2) -> float:

@@ -38,6 +38,7 @@ import shutil
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import attrs
@@ -151,6 +152,11 @@ class TrainConfig:
     #: models left 40 % of the negative clicks without effect; with 20 that halved, but the clicks
     #: gained no more Dice (the network does not see where the object ends). May change on --resume
     correction_weight: float = 0.0
+    #: weight of an auxiliary loss: a training-only 1x1x1 head on the full-resolution decoder
+    #: features predicts where the window's label map changes value (:class:`BoundaryHead`). That
+    #: target depends on no prompt, so only the image can lower it (session 9: the CPU-trained
+    #: models answer from the prompts' shape). 0: off; the exported model is the same either way
+    boundary_weight: float = 0.0
     deep_supervision: bool = True
     #: decay of the exported weight average per iteration (0: export the last step's weights)
     ema_decay: float = 0.999
@@ -239,6 +245,36 @@ def deep_supervision_loss(outputs: list[torch.Tensor], target: torch.Tensor,
         ww = weight if weight is None or same else F.interpolate(weight[:, None], size=out.shape[2:], mode="area")[:, 0]
         loss = loss + float(wi) * dice_ce_loss(out, tt, ww)
     return loss
+
+
+class BoundaryHead(torch.nn.Module):
+    """Training-only auxiliary head: a 1x1x1 convolution on the input of the network's last
+    (full-resolution) segmentation head, predicting ``batch["boundary"]``
+    (:func:`nnint.train.dataset.label_boundaries`). Never exported: the model folder keeps the
+    official layout. The features are taken by a forward hook, so the network code is untouched."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        last = _unwrap(net).decoder.seg_layers[-1]
+        self.conv = torch.nn.Conv3d(last.in_channels, 1, 1)
+        self._features: torch.Tensor | None = None
+        self._hook = last.register_forward_hook(self._keep)
+
+    def _keep(self, _module, inputs, _output) -> None:
+        self._features = inputs[0]  # the last forward wins: the training pass comes after the rounds
+
+    def loss(self, boundary: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy + soft Dice of the last forward's boundary logits against
+        ``boundary`` (B, z, y, x), over the samples where ``valid`` (B,) is true (0 if none)."""
+        if self._features is None or not bool(valid.any()):
+            return torch.zeros((), device=boundary.device)
+        logits = self.conv(self._features)[:, 0].float()[valid]
+        t = boundary[valid].float()
+        ce = F.binary_cross_entropy_with_logits(logits, t)
+        prob = torch.sigmoid(logits).flatten(1)
+        tf = t.flatten(1)
+        dice = (2 * (prob * tf).sum(1) + 1e-5) / (prob.sum(1) + tf.sum(1) + 1e-5)
+        return ce + (1 - dice.mean())
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -443,9 +479,10 @@ def _amp_settings(wanted: bool, device: torch.device) -> tuple[bool, torch.dtype
 
 
 def _save_checkpoint(path: Path, net, average: WeightAverage, opt, sched, scaler, iteration: int, cfg: TrainConfig,
-                     history: list) -> None:
+                     history: list, boundary_head: torch.nn.Module | None = None) -> None:
     state = {
         "network_weights": _unwrap(net).state_dict(),
+        "boundary_head": boundary_head.state_dict() if boundary_head is not None else None,
         "weight_average": average.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
@@ -653,6 +690,27 @@ def _prev_feedback(pred: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return pred.astype(np.uint8)
 
 
+def _correction_step(target: np.ndarray, pred: np.ndarray, prompts: list, agent, rng: np.random.Generator,
+                     setup: ModelSetup, want_region: bool):
+    """One simulated correction of one sample: ``(prompt, corrected region or None, next prev_seg,
+    prompt channels)``, or None when the prediction has no error left to correct. Touches only its
+    own arguments (``rng`` is the sample's own), so samples can run in parallel threads."""
+    kind = agent.next_kind(rng)
+    try:
+        corr = simulate.correction_prompt(target, pred, rng, kind)
+    except ValueError:  # a degenerate 2-D region; a click always works
+        corr = None
+    if corr is None and kind != "point":
+        corr = simulate.correction_prompt(target, pred, rng, "point")
+    if corr is None:
+        return None
+    region = simulate.corrected_region(target, pred, corr) if want_region else None
+    prev = _prev_feedback(pred, rng)
+    chans = simulate.prompt_channels(prompts + [corr], prev, decay=setup.decay, point_radius=setup.point_radius,
+                                     mapping=setup.mapping, num_channels=setup.num_channels)
+    return corr, region, prev, chans
+
+
 def train(cfg: TrainConfig, log=None) -> dict:
     """Run (or resume) a training; returns a summary dict (iteration, last loss, last validation)."""
     import warnings
@@ -677,7 +735,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
         saved = resume_state["config"]
         new_data = list(cfg.data)
         locked = ("data", "arch", "patch", "batch", "seed", "init", "infer_patch", "max_rounds", "optimizer",
-                  "supervoxels", "deep_supervision", "cache", "redistributable_only")
+                  "supervoxels", "deep_supervision", "cache", "redistributable_only",
+                  "boundary_weight")  # the boundary head's parameters are in the optimizer state
         for key, value in saved.items():
             # what defines the run comes from the checkpoint; other settings (iterations, validation,
             # checkpoint cadence, threads) too, unless given explicitly now
@@ -716,11 +775,13 @@ def train(cfg: TrainConfig, log=None) -> dict:
     n_params = sum(p.numel() for p in net.parameters())
     say(f"network: {n_params / 1e6:.2f} M parameters, {1 + setup.num_channels} inputs, patch {cfg.patch}^3 "
         f"(inference patch {cfg.infer_patch or cfg.patch}^3), device {device}, world size {world}")
+    head = BoundaryHead(net).to(device, memory_format=torch.channels_last_3d) if cfg.boundary_weight > 0 else None
+    params = list(net.parameters()) + (list(head.parameters()) if head is not None else [])
     lr = cfg.learning_rate
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     else:
         raise NnintError(f"unknown optimizer {cfg.optimizer!r}; use adamw or sgd")
     total, warm = max(1, cfg.iterations), max(0, cfg.warmup)
@@ -739,6 +800,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
     start_it, history = 0, []
     if resume_state is not None:
         _unwrap(net).load_state_dict(resume_state["network_weights"])
+        if head is not None:
+            head.load_state_dict(resume_state["boundary_head"])
         opt.load_state_dict(resume_state["optimizer"])
         sched.load_state_dict(resume_state["scheduler"])
         if scaler is not None and resume_state.get("scaler"):
@@ -759,12 +822,15 @@ def train(cfg: TrainConfig, log=None) -> dict:
 
         for p in net.state_dict().values():
             dist.broadcast(p, 0)
+        for p in head.state_dict().values() if head is not None else ():
+            dist.broadcast(p, 0)
 
     if is_main:
         (out / "config.json").write_text(json.dumps({**attrs.asdict(cfg), "world_size": world,
                                                      "parameters": n_params}, indent=1, default=str))
     scfg = ds.SampleConfig(patch=cfg.patch, decay=setup.decay, point_radius=setup.point_radius,
-                           mapping=setup.mapping, num_channels=setup.num_channels, min_cnr=cfg.min_cnr)
+                           mapping=setup.mapping, num_channels=setup.num_channels, min_cnr=cfg.min_cnr,
+                           boundary=head is not None)
     trainset = ds.TrainSet(train_cases, scfg, seed=cfg.seed, rank=rank)
     B = cfg.batch
     loader = torch.utils.data.DataLoader(
@@ -786,7 +852,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
         if not is_main or saved_at[0] == it:
             return
         saved_at[0] = it
-        _save_checkpoint(ckpt_path, net, average, opt, sched, scaler, it, cfg, history)
+        _save_checkpoint(ckpt_path, net, average, opt, sched, scaler, it, cfg, history, head)
         export_model(average.weights(net), setup, out / MODEL_DIR, iteration=it, extra={"iteration": it},
                      license_text=cfg.license)
         _write_log(out, history)
@@ -825,6 +891,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
     bad_steps = skipped_steps = 0
     say(f"training iterations {start_it}..{cfg.iterations}, batch {B} per rank, lr {lr:g} ({cfg.optimizer}, poly)")
     net.train()
+    round_pool = ThreadPoolExecutor(max_workers=max(1, min(B, os.cpu_count() or 1)), thread_name_prefix="nnint-round")
     try:
         for batch in loader:
             t0 = time.perf_counter()
@@ -845,29 +912,23 @@ def train(cfg: TrainConfig, log=None) -> dict:
                 with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     pred = _unwrap(model)(_net_input(image, chans, device)).argmax(1).cpu().numpy()
                 tnp = batch["target"].numpy()
-                for b in range(B):
-                    if not active[b]:
-                        continue
-                    r = srngs[b]
-                    kind = agents[b].next_kind(r)
-                    try:
-                        corr = simulate.correction_prompt(tnp[b], pred[b], r, kind)
-                    except ValueError:  # a degenerate 2-D region; a click always works
-                        corr = None
-                    if corr is None and kind != "point":
-                        corr = simulate.correction_prompt(tnp[b], pred[b], r, "point")
-                    if corr is None:
+                todo = [b for b in range(B) if active[b]]
+                # one sample per thread: the simulation is numpy/scipy work that mostly releases the
+                # GIL, and it is the serial part of an iteration once the network runs on a GPU
+                results = list(round_pool.map(
+                    lambda b: _correction_step(tnp[b], pred[b], prompts[b], agents[b], srngs[b], setup,
+                                               cfg.correction_weight > 0), todo))
+                for b, res in zip(todo, results):
+                    if res is None:
                         active[b] = False
                         continue
-                    if cfg.correction_weight > 0:
-                        region = simulate.corrected_region(tnp[b], pred[b], corr)
+                    corr, region, prev[b], ch = res
+                    if region is not None:
                         focus[b] = region if focus[b] is None else (focus[b] | region)
-                    prev[b] = _prev_feedback(pred[b], r)
                     prompts[b].append(corr)
-                    chans[b] = torch.from_numpy(simulate.prompt_channels(
-                        prompts[b], prev[b], decay=setup.decay, point_radius=setup.point_radius,
-                        mapping=setup.mapping, num_channels=setup.num_channels))
+                    chans[b] = torch.from_numpy(ch)
             x = _net_input(image, chans, device)
+            aux = None
             weight = None
             if any(f is not None for f in focus):
                 w = np.ones(tuple(target.shape), np.float32)
@@ -880,6 +941,9 @@ def train(cfg: TrainConfig, log=None) -> dict:
                     loss = deep_supervision_loss(net.forward_deep_supervision(x), target, weight)
                 else:
                     loss = dice_ce_loss(net(x), target, weight)
+                if head is not None:
+                    aux = head.loss(batch["boundary"].to(device), torch.tensor(batch["has_boundary"], device=device))
+                    loss = loss + float(cfg.boundary_weight) * aux
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -888,17 +952,17 @@ def train(cfg: TrainConfig, log=None) -> dict:
             if world > 1:
                 import torch.distributed as dist
 
-                for p in net.parameters():
+                for p in params:
                     if p.grad is not None:
                         dist.all_reduce(p.grad)
                         p.grad /= world
             if scaler is not None:
                 scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
+                torch.nn.utils.clip_grad_norm_(params, 12.0)
                 scaler.step(opt)
                 scaler.update()
             else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, 12.0)
                 if torch.isfinite(grad_norm):  # identical on every rank: the gradients were all-reduced
                     opt.step()
                     bad_steps = 0
@@ -918,7 +982,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
             last_loss = float(loss.detach())
             window.append(time.perf_counter() - t0)
             history.append({"iteration": it, "loss": round(last_loss, 5), "lr": opt.param_groups[0]["lr"],
-                            "rounds": n_rounds, "seconds": round(window[-1], 3)})
+                            "rounds": n_rounds, "seconds": round(window[-1], 3),
+                            **({"boundary_loss": round(float(aux.detach()), 5)} if aux is not None else {})})
             if it % cfg.log_every == 0 or it == cfg.iterations:
                 recent = window[-cfg.log_every:]
                 elapsed = time.perf_counter() - t_start
@@ -926,7 +991,9 @@ def train(cfg: TrainConfig, log=None) -> dict:
                 eta = (cfg.iterations - it) / max(its, 1e-9)
                 losses = [h["loss"] for h in history[-cfg.log_every:] if "loss" in h]
                 lmean = np.mean([v for v in losses if math.isfinite(v)] or [float("nan")])
-                say(f"{time.strftime('%H:%M:%S')} it {it}/{cfg.iterations}  loss {lmean:.4f}  lr {opt.param_groups[0]['lr']:.2e}  "
+                blosses = [h["boundary_loss"] for h in history[-cfg.log_every:] if "boundary_loss" in h]
+                btext = f"  (boundary {np.mean(blosses):.4f})" if blosses else ""
+                say(f"{time.strftime('%H:%M:%S')} it {it}/{cfg.iterations}  loss {lmean:.4f}{btext}  lr {opt.param_groups[0]['lr']:.2e}  "
                     f"{its:.3f} it/s ({np.mean(recent):.2f} s/it compute)  ETA {_fmt(eta)}"
                     + (f"  ({skipped_steps} non-finite steps skipped so far)" if skipped_steps else ""))
             if cfg.val_every and it % cfg.val_every == 0 and it < cfg.iterations:
@@ -962,6 +1029,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
         # active exception" at exit, seen in about one run in three without this barrier)
         _barrier(world)
     finally:
+        round_pool.shutdown(wait=True)
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
         if world > 1:
