@@ -511,3 +511,16 @@ def test_correction_round_benchmark_times_serial_and_pooled_rounds(tmp_path):
     res = json.loads(table.read_text())
     assert res["batch"] == 2 and set(res["seconds_per_round_by_threads"]) == {"1", "2"}
     assert all(v > 0 for v in res["seconds_per_round_by_threads"].values())
+
+
+def test_big_click_script_scores_models_on_clicks_in_big_regions(dataset, tmp_path):
+    """scripts/diagnose/big_click.py: one click on a region bigger than the window (session 9)."""
+    out = tmp_path / "run"
+    train(_cfg(dataset, out, iterations=1), log=lambda s: None)
+    table, png = tmp_path / "big.json", tmp_path / "big.png"
+    _run_diagnose_script("big_click.py", "--model", f"a={out / 'model'}", "--model", f"b={out / 'model'}",
+                         "--data", str(dataset), "--cache", str(out.parent / "cache"), "--patch", "16",
+                         "--samples", "2", "--rows", "2", "--threads", "1", "--json", str(table), "--png", str(png))
+    res = json.loads(table.read_text())
+    assert set(res["mean_dice"]) == {"a", "b"} and res["mean_dice"]["a"] == res["mean_dice"]["b"]
+    assert 0.0 <= res["mean_dice"]["a"] <= 1.0 and png.stat().st_size > 1000
