@@ -154,7 +154,7 @@ class TrainConfig:
     correction_weight: float = 0.0
     #: weight of an auxiliary loss: a training-only 1x1x1 head on the full-resolution decoder
     #: features predicts where the window's label map changes value (:class:`BoundaryHead`). That
-    #: target depends on no prompt, so only the image can lower it (session 9: the CPU-trained
+    #: target depends on no prompt, so only the image can lower it (session 7: the CPU-trained
     #: models answer from the prompts' shape). 0: off; the exported model is the same either way
     boundary_weight: float = 0.0
     deep_supervision: bool = True
