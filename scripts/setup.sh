@@ -15,6 +15,9 @@ want=$(cat pyproject.toml packages/*/pyproject.toml examples/*/pyproject.toml sc
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
+# No pip cache: a CI machine once ran out of disk while pip wrote its download cache beside the
+# install (OSError 28 during the SimpleITK download); the cache doubles what the install writes.
+export PIP_NO_CACHE_DIR=1
 # torch first and pinned, so nothing else can pull a multi-GB CUDA build.
 echo "torch==2.13.0" > .venv/constraints.txt
 .venv/bin/pip install --quiet --disable-pip-version-check -c .venv/constraints.txt torch==2.13.0
