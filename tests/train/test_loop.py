@@ -151,6 +151,31 @@ def test_init_fine_tunes_a_model_folder(dataset, tmp_path):
     assert changed  # it trained
 
 
+def test_a_float16_weight_snapshot_loads_and_warm_starts_training(dataset, tmp_path):
+    """scripts/release/snapshot_weights.py: what survives a session is what is committed."""
+    from nnint.backends.torch.checkpoint import load_model_folder
+
+    run = tmp_path / "run"
+    train(_cfg(dataset, run, iterations=2), log=lambda s: None)
+    (run / "COMMAND.txt").write_text("nnint train --out run ...\n")
+    snap = tmp_path / "snap"
+    _run_diagnose_script("snapshot_weights.py", "--run", str(run), "--out", str(snap), "--note", "test", folder="release")
+    a, b = load_model_folder(run / "model"), load_model_folder(snap)
+    assert a.plans == b.plans and a.channel_mapping == b.channel_mapping
+    assert (snap / "fold_0" / "checkpoint_final.pth").stat().st_size < 0.7 * (
+        run / "model" / "fold_0" / "checkpoint_final.pth").stat().st_size
+    for k, w in a.network_weights.items():
+        if w.is_floating_point():
+            assert b.network_weights[k].dtype == torch.float16
+            torch.testing.assert_close(b.network_weights[k].float(), w, rtol=1e-3, atol=1e-4)
+    meta = json.loads((snap / "SNAPSHOT.json").read_text())
+    assert meta["iteration"] == 2 and meta["commands"] == ["nnint train --out run ..."] and meta["note"] == "test"
+    ft = tmp_path / "ft"
+    assert train(_cfg(dataset, ft, iterations=1, init=str(snap), arch="small"), log=lambda s: None)["iteration"] == 1
+    assert all(v.dtype == torch.float32 for v in load_model_folder(ft / "model").network_weights.values()
+               if v.is_floating_point())
+
+
 def test_redistributable_only_trains_on_cases_marked_redistributable(dataset, tmp_path):
     from nnint.errors import NnintError
     from nnint.train.dataset import prepare_cases
