@@ -1,6 +1,6 @@
 """Keep a training run's latest weights in the repository, so the next session can continue from them.
 
-    .venv/bin/python scripts/release/snapshot_weights.py --run runs/s10-p96 --out checkpoints/nnint-small-wip
+    .venv/bin/python scripts/release/snapshot_weights.py --run runs/NAME --out checkpoints/nnint-small-wip
 
 Why: a session's ``runs/`` folder (gitignored) does not survive into the next session's checkout
 (session 10 started from an empty one and lost 14,000 CPU iterations). Only what is committed
@@ -11,7 +11,7 @@ session, so this keeps only the exported model folder with its weights stored as
 schedule are not kept, so continue with a short warm-up, as every ``--init`` run does.
 
 Writes OUT/{plans.json, dataset.json, inference_info.json, LICENSE, fold_0/checkpoint_final.pth} and
-OUT/SNAPSHOT.json (where the weights came from: the run's commands, iteration, commit). This is a
+OUT/SNAPSHOT.json (where the weights came from: the run's commands and iteration, and the commit checked out when the snapshot was taken). This is a
 work-in-progress warm start, not the bundled model: ``scripts/release/bundle_model.py`` ships one.
 """
 
@@ -66,7 +66,7 @@ def snapshot(run: Path, out: Path, note: str = "") -> dict:
         "source": str(run),
         "iteration": int(ckpt.get("current_epoch", -1)),
         "commands": [c for c in commands if c.strip()],
-        "commit": commit,
+        "snapshot_commit": commit,
         "weights": "float16 copy of the exported float32 weights",
         "note": note,
     }
