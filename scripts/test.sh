@@ -4,8 +4,6 @@
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# no pip download cache: it doubles what the installs write (a CI machine ran out of disk once)
-export PIP_NO_CACHE_DIR=1
 bash scripts/setup.sh
 if [ "${NNINT_SKIP_COMPAT:-0}" != "1" ]; then
   bash scripts/compat/setup_official.sh .venv-official

@@ -13,6 +13,8 @@
 #                          wheel is the CUDA build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# no pip download cache (as scripts/setup.sh): it doubles what the install writes
+export PIP_NO_CACHE_DIR=1
 VENV=${1:-.venv-official}
 NNI_VERSION=2.6.0
 TORCH_VERSION=2.13.0
