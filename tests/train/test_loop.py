@@ -149,6 +149,9 @@ def test_init_fine_tunes_a_model_folder(dataset, tmp_path):
     b.build_network("cpu")
     changed = [k for k in a.network_weights if not torch.equal(a.network_weights[k], b.network_weights[k])]
     assert changed  # it trained
+    # fine-tuned weights inherit the initial model's licence (ours: Apache-2.0, so they can ship)
+    assert (ft / "model" / "LICENSE").read_text() == (base / "model" / "LICENSE").read_text()
+    assert (ft / "model" / "LICENSE").read_text().startswith("Apache-2.0")
 
 
 def test_a_float16_weight_snapshot_loads_and_warm_starts_training(dataset, tmp_path):
@@ -549,3 +552,74 @@ def test_big_click_script_scores_models_on_clicks_in_big_regions(dataset, tmp_pa
     res = json.loads(table.read_text())
     assert set(res["mean_dice"]) == {"a", "b"} and res["mean_dice"]["a"] == res["mean_dice"]["b"]
     assert 0.0 <= res["mean_dice"]["a"] <= 1.0 and png.stat().st_size > 1000
+
+
+def test_a_case_pack_trains_like_its_source_cache(dataset, tmp_path):
+    """``write_pack`` + ``--data pack:DIR``: training cases travel (to a GPU machine without the raw
+    data or SimpleITK) as compressed float16 files, keep their targets and licence flag, and train."""
+    from nnint.errors import NnintError
+    from nnint.train.dataset import prepare_cases, write_pack
+
+    refs = prepare_cases([str(dataset)], tmp_path / "cache", "train", log=None)
+    files = write_pack(refs, tmp_path / "pack", {r.name: r.name != "c1" for r in refs})
+    assert len(files) == 4
+    got = prepare_cases([f"pack:{tmp_path / 'pack'}"], tmp_path / "cache2", "train", log=None)
+    by_name = {r.name: r for r in got}
+    assert sorted(by_name) == sorted(r.name for r in refs)
+    for r in refs:
+        g = by_name[r.name]
+        assert g.targets == r.targets and g.shape == r.shape and g.spacing == r.spacing
+        np.testing.assert_array_equal(g.labels(), r.labels())
+        np.testing.assert_allclose(g.image(), r.image(), rtol=1e-3, atol=1e-3)  # float16
+        assert g.image().dtype == np.float32
+    assert prepare_cases([f"pack:{tmp_path / 'pack'}"], tmp_path / "cache2", "dev", log=None) == []
+    kept = prepare_cases([f"pack:{tmp_path / 'pack'}"], tmp_path / "cache3", "train", redistributable_only=True, log=None)
+    assert sorted(r.name for r in kept) == sorted(r.name for r in refs if r.name != "c1")
+    with pytest.raises(NnintError, match="no .npz case files"):
+        prepare_cases([f"pack:{tmp_path}"], tmp_path / "cache4", "train", log=None)
+    summary = train(_cfg(f"pack:{tmp_path / 'pack'}", tmp_path / "run", iterations=2), log=lambda s: None)
+    assert summary["iteration"] == 2 and np.isfinite(summary["loss"])
+
+
+def test_mixed_patches_alternate_window_sizes_between_batches(dataset, tmp_path):
+    from nnint.backends.torch.checkpoint import load_model_folder
+    from nnint.train import dataset as ds
+    from nnint.train.loop import _model_setup
+
+    setup = _model_setup(TrainConfig(data=["x"], out=str(tmp_path), arch="tiny", patch=(32, 48)))
+    refs = ds.prepare_cases([str(dataset)], tmp_path / "cache", "train", log=None)
+    scfg = ds.SampleConfig(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
+                           num_channels=setup.num_channels)
+    tset = ds.TrainSet(refs, scfg, seed=3, patches=(32, 48), batch=2)
+    sizes = [tuple(tset[i]["image"].shape[1:]) for i in range(8)]
+    assert sizes == [(32,) * 3] * 2 + [(48,) * 3] * 2 + [(32,) * 3] * 2 + [(48,) * 3] * 2
+    one = ds.TrainSet(refs, scfg, seed=3)  # a single size keeps the old sample stream
+    np.testing.assert_array_equal(one[1]["image"].numpy(), tset[1]["image"].numpy())
+    out = tmp_path / "run"
+    summary = train(_cfg(dataset, out, patch=(32, 48), batch=2, iterations=2), log=lambda s: None)
+    assert summary["iteration"] == 2 and np.isfinite(summary["loss"])
+    assert load_model_folder(out / "model").patch_size[0] == 48  # the largest window, unless --infer-patch
+
+
+def test_train_cli_parses_one_or_several_patch_edges():
+    import argparse
+
+    from nnint.default_plugins.train_command import _patches
+
+    assert _patches("64") == 64 and _patches("64,96") == (64, 96)
+    for bad in ("64,x", "8"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _patches(bad)
+
+
+def test_minutes_fits_the_schedule_into_a_time_budget(dataset, tmp_path):
+    """--minutes: the iteration count is re-estimated from the measured speed, the run ends in
+    time with its learning rate decayed to zero, and --iterations stays an upper bound."""
+    out = tmp_path / "run"
+    summary = train(_cfg(dataset, out, iterations=1000, minutes=0.05, save_every=0, warmup=1), log=lambda s: None)
+    assert 25 <= summary["iteration"] < 1000 and not summary["stopped"]
+    rows = list(__import__("csv").DictReader(open(out / "log.csv")))
+    assert float(rows[-1]["lr"]) < 0.2 * float(rows[0]["lr"])
+    assert (out / "model" / "fold_0" / "checkpoint_final.pth").exists()
+    capped = train(_cfg(dataset, tmp_path / "capped", iterations=30, minutes=5, save_every=0), log=lambda s: None)
+    assert capped["iteration"] == 30

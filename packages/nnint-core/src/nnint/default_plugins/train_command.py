@@ -14,10 +14,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="nnU-Net raw dataset, folder of datasets, manifest folder, or synthetic:N[:SEED] (repeatable)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, model/, log.csv, curves.png)")
     p.add_argument("--arch", default="small", help="small | tiny | v1 | PLANS.json[:CONFIGURATION] (default small)")
-    p.add_argument("--patch", type=int, default=64, help="training patch edge in voxels (default 64)")
+    p.add_argument("--patch", type=_patches, default=64,
+                   help="training patch edge in voxels (default 64), or several (e.g. 64,96) alternated between batches")
     p.add_argument("--infer-patch", type=int, default=None,
                    help="inference patch edge written to plans.json (default: --patch)")
     p.add_argument("--iterations", type=int, default=10000, help="total iterations (default 10000)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="fit the run into M minutes of training: the iteration count (at most --iterations) is "
+                        "re-estimated from the measured speed, so the learning rate still decays on time")
     p.add_argument("--batch", type=int, default=2, help="samples per iteration and process (default 2)")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default 1e-3 AdamW / 1e-2 SGD, divided by 10 with --init)")
@@ -59,6 +63,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     _track_explicit(p)
 
 
+def _patches(text: str) -> int | tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an edge in voxels (64) or several (64,96)") from None
+    if any(v < 16 for v in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: patch edges below 16 voxels do not fit the network")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
 def _track_explicit(p: argparse.ArgumentParser) -> None:
     """Make every option record its dest in ``namespace._explicit`` when given on the command line
     (on --resume, given options override the checkpoint's settings, the others are taken from it)."""
@@ -97,7 +111,7 @@ def _run(args) -> int:
         return 0
     cfg = TrainConfig(
         data=list(args.data), out=args.out, arch=args.arch, patch=args.patch, infer_patch=args.infer_patch,
-        iterations=args.iterations, batch=args.batch, lr=args.lr, optimizer=args.optimizer, device=args.device,
+        iterations=args.iterations, minutes=args.minutes, batch=args.batch, lr=args.lr, optimizer=args.optimizer, device=args.device,
         threads=args.threads, workers=args.workers, resume=args.resume, init=args.init, val_every=args.val_every,
         val_cases=args.val_cases, val_targets=args.val_targets,
         val_autozoom=not args.val_no_autozoom, save_every=args.save_every, save_minutes=args.save_minutes,

@@ -116,7 +116,8 @@ class TrainConfig:
     data: list = attrs.field(factory=list)
     out: str = "runs/train"
     arch: str = "small"
-    patch: int = 64
+    #: training window edge, or several (alternated between batches; see ``TrainSet``)
+    patch: int | tuple[int, ...] = 64
     #: inference patch size written to plans.json (default: ``patch``)
     infer_patch: int | None = None
     iterations: int = 10000
@@ -164,11 +165,19 @@ class TrainConfig:
     amp: bool = True
     #: stop (checkpoint and return, like a SIGTERM) once this iteration is reached; for tests/schedulers
     stop_at: int | None = None
+    #: fit the run into this many minutes of training (a rented GPU's budget): every 25 iterations
+    #: the iteration count is re-estimated from the speed of the last 25, so the learning-rate
+    #: schedule still decays to zero on time; ``iterations`` is then an upper bound
+    minutes: float | None = None
     #: LICENSE text of the exported model folder (first line = licence id); default: Apache-2.0 for
     #: weights trained from scratch, the initial model's licence terms with --init
     license: str | None = None
     #: option names given explicitly (on --resume they override the checkpoint's values)
     explicit: tuple = ()
+
+    @property
+    def patches(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.patch) if isinstance(self.patch, (tuple, list)) else (int(self.patch),)
 
     @property
     def learning_rate(self) -> float:
@@ -291,6 +300,8 @@ class ModelSetup:
     dataset_json: dict
     inference_info: dict
     init_weights: dict | None = None
+    #: the LICENSE text of the ``--init`` folder: fine-tuned weights inherit its terms
+    init_license: str | None = None
 
 
 def _model_setup(cfg: TrainConfig) -> ModelSetup:
@@ -314,12 +325,17 @@ def _model_setup(cfg: TrainConfig) -> ModelSetup:
         )
         return ModelSetup(plans, mf.configuration_name, mf.interaction_decay, mf.point_radius, mapping,
                           mf.num_interaction_channels, dict(mf.dataset_json), info,
-                          {k: v.clone() for k, v in mf.network_weights.items()})
-    plans, conf = architecture_plans(cfg.arch, cfg.infer_patch or cfg.patch)
+                          {k: v.clone() for k, v in mf.network_weights.items()},
+                          _read_text(Path(cfg.init) / "LICENSE"))
+    plans, conf = architecture_plans(cfg.arch, cfg.infer_patch or max(cfg.patches))
     info = default_inference_info(supported_interactions={"scribble": True, "lasso": True, "points": True,
                                                           "bbox2d": True, "bbox3d": True})
     return ModelSetup(plans, conf, simulate.DEFAULT_DECAY, simulate.DEFAULT_POINT_RADIUS,
                       dict(simulate.LEGACY_MAPPING), 7, default_dataset_json(1), info)
+
+
+def _read_text(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
 
 
 def _resolved_arch(plans: dict, configuration: str) -> dict:
@@ -358,6 +374,8 @@ def export_model(weights: dict, setup: ModelSetup, folder: str | os.PathLike, *,
            else "See the LICENSE of the initial model: fine-tuned weights inherit its terms.")
     if setup.init_weights is not None and setup.plans.get("dataset_name") == "Dataset225_nnInteractiveV2":
         lic = "CC BY-NC-SA 4.0\nFine-tuned from nnInteractive v1.0 (non-commercial licence)."
+    if setup.init_license:
+        lic = setup.init_license
     if license_text:
         lic = license_text
     write_model_folder(tmp, plans=setup.plans, configuration=setup.configuration, network_weights=weights,
@@ -723,6 +741,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
     say = log if is_main else (lambda s: None)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    if device.type == "cuda":  # fixed patch sizes: let cuDNN pick its fastest convolution per shape once
+        torch.backends.cudnn.benchmark = True
     out = Path(cfg.out)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -773,8 +793,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
     # instead of 0.82 s (oneDNN convolutions without layout reorders; inference gained <10 %)
     net = build_model(setup, cfg.seed).to(device, memory_format=torch.channels_last_3d)
     n_params = sum(p.numel() for p in net.parameters())
-    say(f"network: {n_params / 1e6:.2f} M parameters, {1 + setup.num_channels} inputs, patch {cfg.patch}^3 "
-        f"(inference patch {cfg.infer_patch or cfg.patch}^3), device {device}, world size {world}")
+    say(f"network: {n_params / 1e6:.2f} M parameters, {1 + setup.num_channels} inputs, patch {' / '.join(f'{p}^3' for p in cfg.patches)} "
+        f"(inference patch {cfg.infer_patch or max(cfg.patches)}^3), device {device}, world size {world}")
     head = BoundaryHead(net).to(device, memory_format=torch.channels_last_3d) if cfg.boundary_weight > 0 else None
     params = list(net.parameters()) + (list(head.parameters()) if head is not None else [])
     lr = cfg.learning_rate
@@ -784,12 +804,12 @@ def train(cfg: TrainConfig, log=None) -> dict:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     else:
         raise NnintError(f"unknown optimizer {cfg.optimizer!r}; use adamw or sgd")
-    total, warm = max(1, cfg.iterations), max(0, cfg.warmup)
+    total, warm = [max(1, cfg.iterations)], max(0, cfg.warmup)  # total: re-fitted under --minutes
 
     def lr_lambda(it: int) -> float:
         if it < warm:
             return (it + 1) / warm
-        return max(0.0, 1 - it / total) ** 0.9
+        return max(0.0, 1 - it / total[0]) ** 0.9
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
     use_amp, amp_dtype = _amp_settings(cfg.amp, device)
@@ -828,11 +848,11 @@ def train(cfg: TrainConfig, log=None) -> dict:
     if is_main:
         (out / "config.json").write_text(json.dumps({**attrs.asdict(cfg), "world_size": world,
                                                      "parameters": n_params}, indent=1, default=str))
-    scfg = ds.SampleConfig(patch=cfg.patch, decay=setup.decay, point_radius=setup.point_radius,
+    scfg = ds.SampleConfig(patch=cfg.patches[0], decay=setup.decay, point_radius=setup.point_radius,
                            mapping=setup.mapping, num_channels=setup.num_channels, min_cnr=cfg.min_cnr,
                            boundary=head is not None)
-    trainset = ds.TrainSet(train_cases, scfg, seed=cfg.seed, rank=rank)
     B = cfg.batch
+    trainset = ds.TrainSet(train_cases, scfg, seed=cfg.seed, rank=rank, patches=cfg.patches, batch=B)
     loader = torch.utils.data.DataLoader(
         trainset, batch_size=B, sampler=_FromIndexSampler(start_it * B, cfg.iterations * B),
         num_workers=max(0, cfg.workers), collate_fn=ds.collate, worker_init_fn=_worker_init,
@@ -886,6 +906,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
 
     it = start_it
     t_start, t_save = time.perf_counter(), time.perf_counter()
+    t_fit = t_start
     window: list[float] = []
     last_loss, last_val = float("nan"), {}
     bad_steps = skipped_steps = 0
@@ -979,21 +1000,32 @@ def train(cfg: TrainConfig, log=None) -> dict:
             sched.step()
             average.update(net)
             it += 1
+            if cfg.minutes and (it - start_it) % 25 == 0:
+                now = time.perf_counter()
+                left = 60 * float(cfg.minutes) - (now - t_start)
+                total[0] = min(cfg.iterations, it + 1 + int(25 / max(now - t_fit, 1e-9) * max(left, 0.0)))
+                t_fit = now
+                if world > 1:  # every rank must stop at the same iteration: the slowest rank's estimate
+                    import torch.distributed as dist
+
+                    agreed = torch.tensor([total[0]], device=device)
+                    dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+                    total[0] = int(agreed.item())
             last_loss = float(loss.detach())
             window.append(time.perf_counter() - t0)
             history.append({"iteration": it, "loss": round(last_loss, 5), "lr": opt.param_groups[0]["lr"],
                             "rounds": n_rounds, "seconds": round(window[-1], 3),
                             **({"boundary_loss": round(float(aux.detach()), 5)} if aux is not None else {})})
-            if it % cfg.log_every == 0 or it == cfg.iterations:
+            if it % cfg.log_every == 0 or it == total[0]:
                 recent = window[-cfg.log_every:]
                 elapsed = time.perf_counter() - t_start
                 its = (it - start_it) / max(elapsed, 1e-9)
-                eta = (cfg.iterations - it) / max(its, 1e-9)
+                eta = (total[0] - it) / max(its, 1e-9)
                 losses = [h["loss"] for h in history[-cfg.log_every:] if "loss" in h]
                 lmean = np.mean([v for v in losses if math.isfinite(v)] or [float("nan")])
                 blosses = [h["boundary_loss"] for h in history[-cfg.log_every:] if "boundary_loss" in h]
                 btext = f"  (boundary {np.mean(blosses):.4f})" if blosses else ""
-                say(f"{time.strftime('%H:%M:%S')} it {it}/{cfg.iterations}  loss {lmean:.4f}{btext}  lr {opt.param_groups[0]['lr']:.2e}  "
+                say(f"{time.strftime('%H:%M:%S')} it {it}/{total[0]}  loss {lmean:.4f}{btext}  lr {opt.param_groups[0]['lr']:.2e}  "
                     f"{its:.3f} it/s ({np.mean(recent):.2f} s/it compute)  ETA {_fmt(eta)}"
                     + (f"  ({skipped_steps} non-finite steps skipped so far)" if skipped_steps else ""))
             if cfg.val_every and it % cfg.val_every == 0 and it < cfg.iterations:
@@ -1015,6 +1047,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
                 t_save = time.perf_counter()
             if stop.requested:
                 say(f"stopped by signal {stop.signal} at iteration {it}; resume with --resume")
+                break
+            if it >= total[0]:  # a schedule fitted to --minutes ended before --iterations
                 break
         if world > 1:
             _check_ranks_in_sync(net, say)
