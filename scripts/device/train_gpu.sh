@@ -11,7 +11,8 @@
 # Run there:     bash scripts/device/train_gpu.sh     (device run, carry [".devicepack"])
 # Results come back under $OUT: run.tgz.part* (the run folder without cache and optimizer state),
 # train.log and gpu.txt.  Settings: MINUTES (training time), INIT (warm start folder or empty),
-# SEEDS (synthetic seed range), BATCH, DEVICE, PY, and EXTRA (more `nnint train` options).
+# SEEDS (synthetic seed range), PER_SEED, BATCH, WORKERS, RUN, DEVICE, PY, PACK, WHEELS, and EXTRA
+# (more `nnint train` options; later options win).
 set -euo pipefail
 OUT=${OUT:?set OUT to the results folder}
 PY=${PY:-python3}
@@ -26,14 +27,16 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 start=$(date +%s)
 say() { echo "[$(( $(date +%s) - start ))s] $*" | tee -a "$OUT/train.log"; }
 
-if [ -d .devicepack/whl ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/nnint-site .devicepack/whl/*.whl
+PACK=${PACK:-.devicepack/cases}
+WHEELS=${WHEELS:-.devicepack/whl}
+if [ -d "$WHEELS" ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/nnint-site "$WHEELS"/*.whl
   export PYTHONPATH=/tmp/nnint-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true) > "$OUT/gpu.txt"
 "$PY" -c "import torch, numpy, scipy, nnint; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__, 'scipy', scipy.__version__, 'nnint', nnint.__file__)" | tee -a "$OUT/gpu.txt"
 
-data=(--data pack:.devicepack/cases)
+data=(--data "pack:$PACK")
 for s in $SEEDS; do data+=(--data "synthetic:$PER_SEED:$s"); done
 mkdir -p "$RUN"
 # generate every case into the run's cache in parallel (the trainer prepares serially)
@@ -54,7 +57,7 @@ cmd=("$PY" -c "import sys; from nnint.cli import main; sys.exit(main())" train "
 printf '%q ' "${cmd[@]:3}" | sed 's/^/nnint /' > "$RUN/COMMAND.txt"; echo >> "$RUN/COMMAND.txt"
 say "training: $(cat "$RUN/COMMAND.txt")"
 # a hard stop 45 s after the budget: SIGTERM makes the trainer checkpoint and export before it exits
-timeout -s TERM "$(python3 -c "print(int(${MINUTES} * 60 + 45))")" "${cmd[@]}" 2>&1 | tee -a "$OUT/train.log" || say "trainer exit status $?"
+timeout -s TERM "$("$PY" -c "print(int(${MINUTES} * 60 + 45))")" "${cmd[@]}" 2>&1 | tee -a "$OUT/train.log" || say "trainer exit status $?"
 say "packing results"
 tar -czf "$OUT/run.tgz" --exclude cache --exclude checkpoint_latest.pth "$RUN"
 split -b 15m "$OUT/run.tgz" "$OUT/run.tgz.part" && rm "$OUT/run.tgz"

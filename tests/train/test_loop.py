@@ -623,3 +623,46 @@ def test_minutes_fits_the_schedule_into_a_time_budget(dataset, tmp_path):
     assert (out / "model" / "fold_0" / "checkpoint_final.pth").exists()
     capped = train(_cfg(dataset, tmp_path / "capped", iterations=30, minutes=5, save_every=0), log=lambda s: None)
     assert capped["iteration"] == 30
+
+
+def test_the_device_scripts_pack_cases_and_run_a_time_boxed_training(dataset, tmp_path):
+    """scripts/device/: pack_cases.py writes the redistributable non-synthetic cases, and
+    train_gpu.sh (here on the CPU, with the tiny network) trains on the pack plus synthetic cases
+    for --minutes and returns the run folder as tar parts, as it does on the rented GPU."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    from nnint.backends.torch.checkpoint import load_model_folder
+
+    repo = Path(__file__).resolve().parents[2]
+    prov = {f"{dataset.name}/c{i}": {"source": "registry", "redistributable": i != 1} for i in range(5)}
+    (dataset.parent / "provenance.json").write_text(json.dumps(prov))
+    try:
+        out = _run_diagnose_script("pack_cases.py", "--data", str(dataset), "--redistributable-only",
+                                   "--exclude-source", "synthetic", "--cache", str(tmp_path / "cache"),
+                                   "--out", str(tmp_path / "pack"), folder="device")
+    finally:
+        (dataset.parent / "provenance.json").unlink()
+    assert "3 cases" in out  # train split c0-c3 without c1
+    assert len(list((tmp_path / "pack").glob("*.npz"))) == 3
+    results = tmp_path / "out"
+    results.mkdir()
+    env = dict(os.environ, OUT=str(results), PY=sys.executable, DEVICE="cpu", MINUTES="0.05", INIT="", SEEDS="1",
+               PER_SEED="2", BATCH="1", WORKERS="0", RUN=str(tmp_path / "run"), PACK=str(tmp_path / "pack"),
+               WHEELS=str(tmp_path / "no-wheels"),
+               EXTRA="--arch tiny --patch 32,48 --infer-patch 48 --threads 1 --max-rounds 1")
+    proc = subprocess.run(["bash", str(repo / "scripts" / "device" / "train_gpu.sh")], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (results / "train.log").read_text()
+    assert "(final)" in log and "5 training cases" in log  # 3 packed + 2 synthetic
+    parts = sorted(results.glob("run.tgz.part*"))
+    assert parts
+    (tmp_path / "run.tgz").write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(tmp_path / "run.tgz") as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    model = next((tmp_path / "back").rglob("plans.json")).parent
+    assert load_model_folder(model).patch_size[0] == 48

@@ -1021,6 +1021,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
                 elapsed = time.perf_counter() - t_start
                 its = (it - start_it) / max(elapsed, 1e-9)
                 eta = (total[0] - it) / max(its, 1e-9)
+                if cfg.minutes:  # the schedule is fitted to end on time
+                    eta = max(0.0, 60 * float(cfg.minutes) - elapsed)
                 losses = [h["loss"] for h in history[-cfg.log_every:] if "loss" in h]
                 lmean = np.mean([v for v in losses if math.isfinite(v)] or [float("nan")])
                 blosses = [h["boundary_loss"] for h in history[-cfg.log_every:] if "boundary_loss" in h]
