@@ -133,6 +133,12 @@ def _write_case(folder: Path, name: str, image: np.ndarray, labels: np.ndarray, 
         svl = supervoxels(np.asarray(image), spacing)
         np.save(tmp / "sv.npy", svl.astype(np.uint16))
         meta["sv_targets"] = _targets(svl)
+    return _commit_case(tmp, folder, meta)
+
+
+def _commit_case(tmp: Path, folder: Path, meta: dict) -> CaseRef:
+    """Write ``meta.json`` into the finished ``tmp`` case folder and move it to ``folder`` (a case is
+    never half-written in the cache)."""
     (tmp / "meta.json").write_text(json.dumps(meta))
     if folder.exists():
         import shutil
@@ -268,13 +274,7 @@ def _unpack_case(f: Path, folder: Path, signature: str) -> CaseRef:
         np.save(tmp / "image.npy", z["image"].astype(np.float32))
         np.save(tmp / "labels.npy", z["labels"])
     meta["signature"] = signature
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return _ref(folder)
+    return _commit_case(tmp, folder, meta)
 
 
 def _synthetic_case(seed: int, i: int, edge: int = 0):
