@@ -29,19 +29,17 @@ def main(argv=None) -> int:
     p.add_argument("--exclude-source", action="append", default=[],
                    help="leave out cases whose provenance 'source' is this (e.g. synthetic); repeatable")
     args = p.parse_args(argv)
-    refs = ds.prepare_cases(args.data, args.cache, "train", log=print)
-    free = {r.name for r in ds.prepare_cases(args.data, args.cache, "train", redistributable_only=True, log=None)}
+    # licence and source come from the provenance files, so only the cases to pack are prepared
+    free = {name for name, _ in ds._list_sources(args.data, "train", redistributable_only=True)}
     sources = {}
     for src in args.data:
         for key, entry in (ds._provenance(src) or {}).items():
             sources[key] = entry.get("source")
-    keep = []
-    for r in refs:
-        if args.redistributable_only and r.name not in free:
-            continue
-        if sources.get(r.name) in args.exclude_source:
-            continue
-        keep.append(r)
+
+    def wanted(name: str) -> bool:
+        return (not args.redistributable_only or name in free) and sources.get(name) not in args.exclude_source
+
+    keep = ds.prepare_cases(args.data, args.cache, "train", keep=wanted, log=print)
     files = ds.write_pack(keep, args.out, {r.name: r.name in free for r in keep})
     total = sum(f.stat().st_size for f in files)
     for f in files:

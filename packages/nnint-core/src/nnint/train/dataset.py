@@ -292,11 +292,12 @@ def _synthetic_case(seed: int, i: int, edge: int = 0):
 
 
 def prepare_cases(data: list[str], cache: str | os.PathLike, split: str = "train", *, supervoxels: bool = False,
-                  redistributable_only: bool = False, log=print) -> list[CaseRef]:
-    """Preprocess (once) and list the cases of ``split`` from every source in ``data``."""
+                  redistributable_only: bool = False, keep=None, log=print) -> list[CaseRef]:
+    """Preprocess (once) and list the cases of ``split`` from every source in ``data``; ``keep(name)``
+    (optional) chooses cases before any is read."""
     cache = Path(cache)
     refs = []
-    sources = _list_sources(list(data), split, redistributable_only)
+    sources = [(n, how) for n, how in _list_sources(list(data), split, redistributable_only) if keep is None or keep(n)]
     for k, (name, how) in enumerate(sources):
         folder = cache / _safe(name)
         signature = _signature(how)
