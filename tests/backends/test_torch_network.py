@@ -171,3 +171,56 @@ def test_missing_arch_kwargs_key():
     with pytest.raises(CheckpointError) as e:
         build_network(arch, 8, 2)
     assert e.value.key == "architecture.arch_kwargs.n_blocks_per_stage"
+
+
+# --- nnint's window-rank input channel ---------------------------------------------------------
+
+
+def _ranked_arch() -> dict:
+    from nnint.backends.torch.network import WINDOW_RANK_KEY
+
+    arch = small_architecture()
+    arch["arch_kwargs"][WINDOW_RANK_KEY] = True
+    return arch
+
+
+def test_window_rank_adds_one_stem_input_channel_and_no_state_dict_keys():
+    plain, ranked = build_network(small_architecture(), 8, 2), build_network(_ranked_arch(), 8, 2)
+    assert set(plain.state_dict()) == set(ranked.state_dict())
+    assert ranked.encoder.stem.convs[0].conv.weight.shape[1] == 9
+    with torch.no_grad():
+        assert ranked.eval()(torch.randn(1, 8, 32, 32, 32)).shape == (1, 2, 32, 32, 32)
+
+
+def test_window_rank_values_follow_the_intensity_order_whatever_the_scale():
+    from nnint.backends.torch.network import WindowRank
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.randn(1, 1, 16, 16, 16, generator=g)
+    # CT-like: a quarter of the window is air far below, the rest differs by small amounts
+    img[..., :4] = -20.0
+    x = torch.cat([img, torch.zeros(1, 7, 16, 16, 16)], 1)
+    out = WindowRank()(x)
+    assert out.shape == (1, 9, 16, 16, 16) and torch.equal(out[:, :8], x)
+    rank = out[0, 8]
+    assert rank.min() >= -1 and rank.max() <= 1
+    assert torch.allclose(rank[..., :4], rank[0, 0, 0])  # one value for the air
+    tissue, r = img[0, 0, ..., 4:].flatten(), rank[..., 4:].flatten()
+    order = torch.argsort(tissue)
+    assert (r[order].diff() >= 0).all()  # monotone in the intensity
+    assert r.max() - r.min() > 1.2  # faint differences (SD 1 next to -20) spread over most of the range
+    # invariant to the global normalisation (any positive scale and shift of the image)
+    x2 = x.clone()
+    x2[:, 0] = x[:, 0] * 37.0 + 5.0
+    torch.testing.assert_close(WindowRank()(x2)[:, 8], out[:, 8])
+    # a constant window has no order: zero
+    assert torch.equal(WindowRank()(torch.ones(2, 8, 8, 8, 8))[:, 8], torch.zeros(2, 8, 8, 8))
+
+
+def test_window_rank_key_must_be_a_bool():
+    from nnint.backends.torch.network import WINDOW_RANK_KEY
+
+    arch = small_architecture()
+    arch["arch_kwargs"][WINDOW_RANK_KEY] = "yes"
+    with pytest.raises(CheckpointError, match=WINDOW_RANK_KEY):
+        build_network(arch, 8, 2)

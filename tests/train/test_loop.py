@@ -666,3 +666,26 @@ def test_the_device_scripts_pack_cases_and_run_a_time_boxed_training(dataset, tm
         tar.extractall(tmp_path / "back", filter="data")
     model = next((tmp_path / "back").rglob("plans.json")).parent
     assert load_model_folder(model).patch_size[0] == 48
+
+
+def test_window_rank_fine_tune_starts_as_the_initial_model(dataset, tmp_path):
+    """--window-rank on --init: a zero stem slice for the new channel, so same logits before training."""
+    from nnint.backends.torch.checkpoint import load_model_folder
+    from nnint.backends.torch.network import WINDOW_RANK_KEY
+    from nnint.train.loop import _model_setup, build_model
+
+    base = tmp_path / "base"
+    train(_cfg(dataset, base, iterations=1), log=lambda s: None)
+    setup = _model_setup(_cfg(dataset, tmp_path / "ft", init=str(base / "model"), window_rank=True))
+    ranked = build_model(setup, seed=0).eval()
+    plain = load_model_folder(base / "model").build_network("cpu")
+    assert ranked.window_rank is not None and plain.window_rank is None
+    x = torch.randn(2, 8, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ranked(x), plain(x), rtol=1e-4, atol=1e-4)
+    # and the exported fine-tune keeps the channel
+    ft = tmp_path / "ft"
+    train(_cfg(dataset, ft, iterations=1, init=str(base / "model"), window_rank=True), log=lambda s: None)
+    mf = load_model_folder(ft / "model")
+    assert mf.architecture["arch_kwargs"][WINDOW_RANK_KEY] is True
+    assert mf.build_network("cpu").window_rank is not None

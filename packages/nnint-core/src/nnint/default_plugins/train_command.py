@@ -52,6 +52,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of an auxiliary, training-only head that predicts where the label map changes "
                         "(a target no prompt gives away, so only the image can lower it; default 0: off; "
                         "fixed for the run, the exported model is the same)")
+    p.add_argument("--window-rank", action="store_true",
+                   help="add the window-rank input channel (the window's intensity ranks; helps faint soft-tissue "
+                        "edges). With --init from a model without it, the fine-tune starts as that model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--supervoxels", action="store_true", help="add supervoxel pseudo-label targets")
     p.add_argument("--redistributable-only", action="store_true",
@@ -117,7 +120,7 @@ def _run(args) -> int:
         val_autozoom=not args.val_no_autozoom, save_every=args.save_every, save_minutes=args.save_minutes,
         log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds, min_cnr=args.min_cnr,
         correction_weight=args.correction_weight,
-        boundary_weight=args.boundary_weight,
+        boundary_weight=args.boundary_weight, window_rank=args.window_rank,
         cache=args.cache, license=args.license, amp=not args.no_amp,
         redistributable_only=args.redistributable_only, explicit=_explicit(args),
     )

@@ -159,6 +159,10 @@ class TrainConfig:
     #: models answer from the prompts' shape). 0: off; the exported model is the same either way
     boundary_weight: float = 0.0
     deep_supervision: bool = True
+    #: give the network the window-rank input channel (:class:`~nnint.backends.torch.network.WindowRank`;
+    #: session 12). With --init from a model without it, the new channel's stem weights start at
+    #: zero, so the fine-tune starts as exactly the initial model
+    window_rank: bool = False
     #: decay of the exported weight average per iteration (0: export the last step's weights)
     ema_decay: float = 0.999
     cache: str | None = None
@@ -323,15 +327,40 @@ def _model_setup(cfg: TrainConfig) -> ModelSetup:
             interaction_channels=mf.num_interaction_channels - 1,
             channel_mapping={k: (list(v) if isinstance(v, tuple) else v) for k, v in mapping.items()},
         )
-        return ModelSetup(plans, mf.configuration_name, mf.interaction_decay, mf.point_radius, mapping,
-                          mf.num_interaction_channels, dict(mf.dataset_json), info,
-                          {k: v.clone() for k, v in mf.network_weights.items()},
-                          _read_text(Path(cfg.init) / "LICENSE"))
-    plans, conf = architecture_plans(cfg.arch, cfg.infer_patch or max(cfg.patches))
-    info = default_inference_info(supported_interactions={"scribble": True, "lasso": True, "points": True,
-                                                          "bbox2d": True, "bbox3d": True})
-    return ModelSetup(plans, conf, simulate.DEFAULT_DECAY, simulate.DEFAULT_POINT_RADIUS,
-                      dict(simulate.LEGACY_MAPPING), 7, default_dataset_json(1), info)
+        setup = ModelSetup(plans, mf.configuration_name, mf.interaction_decay, mf.point_radius, mapping,
+                           mf.num_interaction_channels, dict(mf.dataset_json), info,
+                           {k: v.clone() for k, v in mf.network_weights.items()},
+                           _read_text(Path(cfg.init) / "LICENSE"))
+    else:
+        plans, conf = architecture_plans(cfg.arch, cfg.infer_patch or max(cfg.patches))
+        info = default_inference_info(supported_interactions={"scribble": True, "lasso": True, "points": True,
+                                                              "bbox2d": True, "bbox3d": True})
+        setup = ModelSetup(plans, conf, simulate.DEFAULT_DECAY, simulate.DEFAULT_POINT_RADIUS,
+                           dict(simulate.LEGACY_MAPPING), 7, default_dataset_json(1), info)
+    if cfg.window_rank:
+        _add_window_rank(setup)
+    return setup
+
+
+def _add_window_rank(setup: ModelSetup) -> None:
+    """Switch the architecture's window-rank channel on (in place); initial weights that lack it get
+    a zero slice for the extra input channel, so the network computes what it computed before."""
+    from nnint.backends.torch.network import WINDOW_RANK_KEY, build_network
+
+    arch = _resolved_arch(setup.plans, setup.configuration)
+    if arch["arch_kwargs"].get(WINDOW_RANK_KEY):
+        return
+    arch["arch_kwargs"][WINDOW_RANK_KEY] = True
+    confs = setup.plans["configurations"]
+    confs[setup.configuration] = {**confs[setup.configuration], "architecture": arch}
+    if setup.init_weights is None:
+        return
+    with torch.device("meta"):
+        wanted = build_network(arch, 1 + setup.num_channels, 2).state_dict()
+    for key, w in list(setup.init_weights.items()):
+        shape = tuple(wanted[key].shape)
+        if tuple(w.shape) != shape and w.ndim >= 2 and shape == (w.shape[0], w.shape[1] + 1, *w.shape[2:]):
+            setup.init_weights[key] = torch.cat([w, w.new_zeros((w.shape[0], 1, *w.shape[2:]))], 1)
 
 
 def _read_text(path: Path) -> str | None:

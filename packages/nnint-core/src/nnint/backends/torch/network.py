@@ -30,7 +30,7 @@ from torch import nn
 
 from nnint.errors import CheckpointError
 
-__all__ = ["build_network", "initialize_weights", "UNet", "SUPPORTED_NETWORK_CLASSES"]
+__all__ = ["build_network", "initialize_weights", "UNet", "WindowRank", "WINDOW_RANK_KEY", "SUPPORTED_NETWORK_CLASSES"]
 
 _PLANS = "plans.json"
 
@@ -353,22 +353,59 @@ class Decoder(nn.Module):
         return outs[::-1]
 
 
-class UNet(nn.Module):
-    """Encoder + decoder; top-level keys ``encoder.*`` and ``decoder.*`` as in nnU-Net."""
+class WindowRank(nn.Module):
+    """Appends the *window rank* of the image channel to the input: every voxel's rank among the
+    window's voxels (the window's empirical CDF, mid-rank, scaled to [-1, 1]), from a 1,024-bin
+    histogram between the window's minimum and maximum.
 
-    def __init__(self, encoder: _Encoder, decoder: Decoder, network_class_name: str) -> None:
+    Why: the image channel is z-scored over the whole volume, so in CT (air and bone inside the
+    bounding box) two soft tissues 50 HU apart differ by ~0.1 and a small network trained on
+    little compute learns to ignore such edges (docs/training.md, session 12). The rank spreads
+    the intensities the window is made of over the whole range whatever the modality and
+    windowing. It depends on the network input alone, so training and every engine compute it
+    identically; it has no parameters (no state-dict keys).
+    """
+
+    bins = 1024
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            img = x[:, 0].float().reshape(x.shape[0], -1)
+            lo = img.amin(1, keepdim=True)
+            span = img.amax(1, keepdim=True) - lo
+            idx = ((img - lo) * ((self.bins - 1) / span.clamp_min(1e-12))).round_().long().clamp_(0, self.bins - 1)
+            counts = torch.zeros(img.shape[0], self.bins, device=x.device, dtype=torch.float32)
+            counts.scatter_add_(1, idx, torch.ones_like(img))
+            mid = counts.cumsum(1) - 0.5 * counts  # mid-rank of each bin
+            rank = mid.gather(1, idx) * (2.0 / img.shape[1]) - 1.0
+            rank = torch.where(span > 0, rank, torch.zeros_like(rank))  # a constant window has no order
+        return torch.cat([x, rank.reshape(x.shape[0], 1, *x.shape[2:]).to(x.dtype)], 1)
+
+
+class UNet(nn.Module):
+    """Encoder + decoder; top-level keys ``encoder.*`` and ``decoder.*`` as in nnU-Net.
+
+    ``window_rank``: nnint's extension (arch_kwargs ``nnint_window_rank``), see :class:`WindowRank`;
+    the encoder then takes one more input channel than the network is fed.
+    """
+
+    def __init__(self, encoder: _Encoder, decoder: Decoder, network_class_name: str, window_rank: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.network_class_name = network_class_name
+        self.window_rank = WindowRank() if window_rank else None
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.window_rank is None else self.window_rank(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``[B, C_in, *spatial]`` -> logits ``[B, num_classes, *spatial]``."""
-        return self.decoder(self.encoder(x))
+        return self.decoder(self.encoder(self._input(x)))
 
     def forward_deep_supervision(self, x: torch.Tensor) -> list[torch.Tensor]:
         """All segmentation heads (for training), full resolution first, each halving in size."""
-        return self.decoder(self.encoder(x), deep_supervision=True)
+        return self.decoder(self.encoder(self._input(x)), deep_supervision=True)
 
 
 def initialize_weights(net: nn.Module, neg_slope: float = 1e-2) -> nn.Module:
@@ -420,6 +457,8 @@ _KEYS = {
     "ResidualEncoderUNet": _COMMON_KEYS | {"n_blocks_per_stage", "block", "bottleneck_channels", "stem_channels"},
     "PlainConvUNet": _COMMON_KEYS | {"n_conv_per_stage", "nonlin_first"},
 }
+# nnint's own extension (nnU-Net rejects it, rightly: it cannot run such a model): see WindowRank
+WINDOW_RANK_KEY = "nnint_window_rank"
 
 
 def build_network(arch: dict, input_channels: int, num_classes: int) -> UNet:
@@ -454,7 +493,7 @@ def build_network(arch: dict, input_channels: int, num_classes: int) -> UNet:
             "plans.json architecture has no 'arch_kwargs' object.", file=_PLANS, key="architecture.arch_kwargs"
         )
     for k, v in kw.items():
-        if k not in _KEYS[short]:
+        if k not in _KEYS[short] and k != WINDOW_RANK_KEY:
             raise CheckpointError(
                 f"Unsupported arch_kwargs entry {k}={v!r} for {short}.",
                 file=_PLANS,
@@ -469,6 +508,12 @@ def build_network(arch: dict, input_channels: int, num_classes: int) -> UNet:
             )
     if not isinstance(input_channels, int) or input_channels < 1 or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"input_channels and num_classes must be positive ints, got {input_channels}, {num_classes}")
+    rank = kw.get(WINDOW_RANK_KEY, False)
+    if not isinstance(rank, bool):
+        raise CheckpointError(
+            f"{WINDOW_RANK_KEY} must be true or false, got {rank!r}.", file=_PLANS, key=f"architecture.arch_kwargs.{WINDOW_RANK_KEY}"
+        )
+    c_in = input_channels + int(rank)
 
     conv, ndim = _resolve_op(kw["conv_op"], _CONV_OPS, "conv_op", optional=False)
     norm = _resolve_op(kw.get("norm_op"), _NORM_OPS, "norm_op", optional=True)
@@ -529,12 +574,12 @@ def build_network(arch: dict, input_channels: int, num_classes: int) -> UNet:
             )
         blocks = _per_stage(kw["n_blocks_per_stage"], n, "n_blocks_per_stage")
         stem = kw.get("stem_channels") or features[0]
-        encoder: _Encoder = ResidualEncoder(ops, input_channels, features, kernels, strides, blocks, int(stem))
+        encoder: _Encoder = ResidualEncoder(ops, c_in, features, kernels, strides, blocks, int(stem))
     else:
         if "n_conv_per_stage" not in kw:
             raise CheckpointError(
                 "arch_kwargs lacks 'n_conv_per_stage'.", file=_PLANS, key="architecture.arch_kwargs.n_conv_per_stage"
             )
         convs = _per_stage(kw["n_conv_per_stage"], n, "n_conv_per_stage")
-        encoder = PlainEncoder(ops, input_channels, features, kernels, strides, convs)
-    return UNet(encoder, Decoder(encoder, num_classes, dec), short)
+        encoder = PlainEncoder(ops, c_in, features, kernels, strides, convs)
+    return UNet(encoder, Decoder(encoder, num_classes, dec), short, window_rank=rank)
