@@ -252,6 +252,39 @@ def test_big_click_samples_fill_the_window(tmp_path):
     assert "Point" in kinds
 
 
+def test_a_first_click_is_at_the_window_centre_for_targets_of_every_size(tmp_path):
+    """The engine centres a click's window on the click; training must too, for small targets as
+    well as big ones (session 12: a centred click had meant "an object larger than the window")."""
+    from nnint.train import simulate
+    from nnint.train.dataset import SampleConfig, TrainSet, _write_case
+    from nnint.train.loop import _model_setup
+
+    rng = np.random.default_rng(2)
+    zz, yy, xx = np.indices((80, 80, 80))
+    img = rng.normal(0, 1, (80, 80, 80)).astype(np.float32)
+    lab = np.zeros((80, 80, 80), np.uint8)
+    lab[(zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 < 5**2] = 1  # ~500 voxels
+    lab[(zz - 50) ** 2 + (yy - 50) ** 2 + (xx - 50) ** 2 < 9**2] = 2  # ~3,000 voxels
+    img[lab > 0] += 3
+    ref = _write_case(tmp_path / "small", "small", img, lab, (1.0, 1.0, 1.0), False, keep_raw=False, signature="t")
+    setup = _model_setup(TrainConfig(data=["x"], out=str(tmp_path), arch="tiny", patch=32))
+    cfg = SampleConfig(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
+                       num_channels=setup.num_channels, p_zoom=0.0, p_big_click=0.0, p_component=0.0,
+                       p_corrupt_prev=0.0, first_kinds={"point": 0.5, "box3d": 0.5})
+    ts = TrainSet([ref], cfg, seed=0)
+    clicks = boxes = 0
+    for i in range(24):
+        item = ts[i]
+        prompt = item["prompts"][0]
+        if isinstance(prompt, simulate.Point):
+            assert max(abs(v - 16) for v in prompt.index) <= 2, prompt.index
+            assert item["target"].numpy().astype(bool)[prompt.index]
+            clicks += 1
+        else:
+            boxes += 1
+    assert clicks >= 5 and boxes >= 5
+
+
 def test_windows_that_cut_big_targets_become_refinement_samples(tmp_path):
     from nnint.train.dataset import SampleConfig, TrainSet, _touches_border, _write_case
     from nnint.train.loop import _model_setup

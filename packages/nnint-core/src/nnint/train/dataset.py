@@ -27,7 +27,8 @@ A sample (:meth:`TrainSet.sample`) is a pure function of ``(seed, rank, index)``
    (the view the network gets for a box/initial-mask prompt on a large object), or ``z = 1`` with
    a window around a point inside the target (the view for a click; large targets are cut by the
    window, as at inference); a share ``p_big_click`` of samples is always a click (or scribble /
-   lasso) on a target larger than the window, whose answer fills the window to its borders;
+   lasso) on a target larger than the window, whose answer fills the window to its borders. A
+   first click is always at the window's centre, as in the engine (session 12);
 3. zoom 1: spatial + intensity augmentation, then the first prompt simulated on the patch;
    zoom > 1: the first prompt is simulated at full resolution and rasterised, then the window is
    brought down to ``P`` exactly like the engine does (image trilinear; point/scribble channels
@@ -528,18 +529,28 @@ class TrainSet(torch.utils.data.Dataset):
         W = int(round(P * zoom)) if zoom > 1.0 else P
         labels_all = case.sv_labels() if use_sv else case.labels()
         image_all = case.image()
+        # The engine centres a click's window on the click, so a first click is always at the
+        # window's centre. Session 12: when only big-click samples had that (the others centred
+        # the window on the target's box), the networks learnt "a click at the centre means an
+        # object larger than the window" and answered dev clicks on medium targets with blobs
+        # 20-40x too large (0.4 Dice with a box-centred window around the same click, 0.15 without)
+        first_kind = simulate.choose_kind(rng, cfg.first_kinds) if zoom == 1.0 and not big_click else None
         if zoom > 1.0:
             centre = (lo_t + hi_t) / 2.0 + rng.uniform(-0.08, 0.08, 3) * W
         else:
             fits = np.all(extent <= P - 8)
-            if fits and not big_click and rng.random() < 0.8:
+            sub = None
+            if first_kind == "point" and fits:  # deep voxels more often, as simulate.first_prompt
+                sub = np.asarray(labels_all[tuple(slice(a, b) for a, b in zip(lo_t, hi_t))]) == value
+                centre = lo_t + np.asarray(simulate.edt_point(sub, rng, float(rng.uniform(1.0, 8.0))))
+            elif fits and not big_click and first_kind != "point" and rng.random() < 0.8:
                 slack = (P - extent) / 2.0
                 centre = (lo_t + hi_t) / 2.0 + rng.uniform(-1, 1, 3) * np.maximum(slack - 4, 0)
             else:  # a window around a voxel of the target (how a click sees a big object)
                 sub = np.asarray(labels_all[tuple(slice(a, b) for a, b in zip(lo_t, hi_t))]) == value
                 pts = np.argwhere(sub)
-                # a big click is centred on its voxel, like the engine's window on a click
-                jitter = 0.0 if big_click else rng.uniform(-0.25, 0.25, 3) * P
+                click_centred = big_click or first_kind == "point"
+                jitter = 0.0 if click_centred else rng.uniform(-0.25, 0.25, 3) * P
                 centre = lo_t + pts[int(rng.integers(len(pts)))] + jitter
         centre = np.floor(centre + 0.5).astype(int)
         wlo = centre - W // 2
@@ -554,7 +565,7 @@ class TrainSet(torch.utils.data.Dataset):
         image = _crop(np.asarray(image_all, dtype=np.float32), wlo, (W,) * 3)
         if zoom == 1.0:
             boundary = label_boundaries(labels) if cfg.boundary else None
-            return self._sample_zoom1(image, target, rng, big_click, boundary)
+            return self._sample_zoom1(image, target, rng, big_click, boundary, first_kind)
         return self._sample_zoomed(image, target, zoom, W, rng)
 
     def _finish(self, image, target, channels, prompts, prev_seg, rng, zoom, boundary=None) -> dict:
@@ -575,7 +586,10 @@ class TrainSet(torch.utils.data.Dataset):
             **extra,
         }
 
-    def _sample_zoom1(self, image, target, rng, big_click: bool = False, boundary=None) -> dict | None:
+    def _sample_zoom1(self, image, target, rng, big_click: bool = False, boundary=None,
+                      first_kind: str | None = None) -> dict | None:
+        """``first_kind``: the first prompt's kind when drawn already (a point: the window is
+        centred on it); ``None``: drawn here."""
         cfg = self.cfg
         if boundary is None:
             image, target = augment.spatial(image, target, rng)
@@ -586,24 +600,33 @@ class TrainSet(torch.utils.data.Dataset):
         if target.sum() < 3:
             return None
         image = augment.intensity(image, rng)
+        def centre_click() -> simulate.Point:  # the click the window was centred on (moved by flips / affine)
+            pts = np.argwhere(target)
+            return simulate.Point(tuple(pts[int(np.argmin(((pts - cfg.patch / 2) ** 2).sum(1)))]), True)
+
         if big_click:
             kind = simulate.choose_kind(rng, cfg.big_click_kinds)
-            if kind == "point":  # the click the window was centred on (moved by flips / affine)
-                pts = np.argwhere(target)
-                click = pts[int(np.argmin(((pts - cfg.patch / 2) ** 2).sum(1)))]
-                prompt, prev_seg = simulate.Point(tuple(click), True), np.zeros(target.shape, np.uint8)
+            if kind == "point":
+                prompt, prev_seg = centre_click(), np.zeros(target.shape, np.uint8)
             else:
                 prompt, prev_seg = simulate.first_prompt(target, rng, kind)
             prompts = [prompt]
         elif _touches_border(target) and rng.random() < cfg.p_refine:
             kinds = {k: v for k, v in cfg.first_kinds.items() if k != "initial_mask"}
-            prompts = [simulate.first_prompt(target, rng, kinds=kinds)[0]]
+            if first_kind == "point":
+                prompts = [centre_click()]
+            else:
+                kind = first_kind if first_kind != "initial_mask" else None
+                prompts = [simulate.first_prompt(target, rng, kind, kinds=kinds)[0]]
             prev_seg = coarse_view(target, float(rng.uniform(1.3, 3.0)), rng)
             if rng.random() < 0.5:  # a coarse prediction is rarely the coarse truth
                 mode = str(rng.choice(["dilate", "erode", "noisy", "shift", "partial"]))
                 prev_seg = simulate.corrupt_mask(prev_seg.astype(bool), rng, mode).astype(np.uint8)
         else:
-            prompt, prev_seg = simulate.first_prompt(target, rng, kinds=cfg.first_kinds)
+            if first_kind == "point":
+                prompt, prev_seg = centre_click(), np.zeros(target.shape, np.uint8)
+            else:
+                prompt, prev_seg = simulate.first_prompt(target, rng, first_kind, kinds=cfg.first_kinds)
             prompts = [prompt]
             if rng.random() < cfg.p_corrupt_prev and not isinstance(prompt, simulate.InitialMask):
                 # a mid-episode state: a corrupted mask as previous segmentation plus one correction
