@@ -367,14 +367,19 @@ def _read_text(path: Path) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
-def _resolved_arch(plans: dict, configuration: str) -> dict:
+def _resolved_configuration(plans: dict, configuration: str) -> dict:
+    """The configuration with what it inherits (a shallow merge; nested values are the plans' own)."""
     confs = plans["configurations"]
     c = dict(confs[configuration])
-    while "architecture" not in c and "inherits_from" in c:
+    while "inherits_from" in c:
         parent = dict(confs[c.pop("inherits_from")])
         parent.update(c)
         c = parent
-    return c["architecture"]
+    return c
+
+
+def _resolved_arch(plans: dict, configuration: str) -> dict:
+    return _resolved_configuration(plans, configuration)["architecture"]
 
 
 def build_model(setup: ModelSetup, seed: int) -> torch.nn.Module:
@@ -823,7 +828,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
     net = build_model(setup, cfg.seed).to(device, memory_format=torch.channels_last_3d)
     n_params = sum(p.numel() for p in net.parameters())
     say(f"network: {n_params / 1e6:.2f} M parameters, {1 + setup.num_channels} inputs, patch {' / '.join(f'{p}^3' for p in cfg.patches)} "
-        f"(inference patch {cfg.infer_patch or max(cfg.patches)}^3), device {device}, world size {world}")
+        f"(inference patch {'x'.join(str(p) for p in _resolved_configuration(setup.plans, setup.configuration)['patch_size'])}), "
+        f"{'window-rank channel, ' if getattr(net, 'window_rank', None) is not None else ''}device {device}, world size {world}")
     head = BoundaryHead(net).to(device, memory_format=torch.channels_last_3d) if cfg.boundary_weight > 0 else None
     params = list(net.parameters()) + (list(head.parameters()) if head is not None else [])
     lr = cfg.learning_rate
