@@ -539,16 +539,17 @@ class TrainSet(torch.utils.data.Dataset):
             centre = (lo_t + hi_t) / 2.0 + rng.uniform(-0.08, 0.08, 3) * W
         else:
             fits = np.all(extent <= P - 8)
-            sub = None
+
+            def in_box() -> np.ndarray:  # the target inside its bounding box
+                return np.asarray(labels_all[tuple(slice(a, b) for a, b in zip(lo_t, hi_t))]) == value
+
             if first_kind == "point" and fits:  # deep voxels more often, as simulate.first_prompt
-                sub = np.asarray(labels_all[tuple(slice(a, b) for a, b in zip(lo_t, hi_t))]) == value
-                centre = lo_t + np.asarray(simulate.edt_point(sub, rng, float(rng.uniform(1.0, 8.0))))
+                centre = lo_t + np.asarray(simulate.edt_point(in_box(), rng, float(rng.uniform(1.0, 8.0))))
             elif fits and not big_click and first_kind != "point" and rng.random() < 0.8:
                 slack = (P - extent) / 2.0
                 centre = (lo_t + hi_t) / 2.0 + rng.uniform(-1, 1, 3) * np.maximum(slack - 4, 0)
             else:  # a window around a voxel of the target (how a click sees a big object)
-                sub = np.asarray(labels_all[tuple(slice(a, b) for a, b in zip(lo_t, hi_t))]) == value
-                pts = np.argwhere(sub)
+                pts = np.argwhere(in_box())
                 click_centred = big_click or first_kind == "point"
                 jitter = 0.0 if click_centred else rng.uniform(-0.25, 0.25, 3) * P
                 centre = lo_t + pts[int(rng.integers(len(pts)))] + jitter
