@@ -218,9 +218,10 @@ def main(argv=None) -> int:
         "default": True,
         "description": args.description,
         "license": (model / "LICENSE").read_text().splitlines()[0].strip(),
-        # bf16 on CPUs/GPUs that run it natively (2x faster here), fp32 elsewhere; the evaluation
-        # and the speed benchmark below ran with these options
-        "engine_options": {"precision": "fast"},
+        # bf16 on CPUs/GPUs that run it natively (2x faster here), fp32 elsewhere; a positive 3D
+        # box is a hard limit (nnint.engine.box_limit); the evaluation and the speed benchmark
+        # below ran with these options
+        "engine_options": {"precision": "fast", "confine_to_box": True},
         "architecture": {"arch": config["arch"], "parameters": config.get("parameters"),
                          "weights_mb": round(size_mb, 2), "training_patch": config["patch"],
                          "inference_patch": config.get("infer_patch")},

@@ -639,3 +639,32 @@ def test_input_channels_follow_plan(folder):
     np.testing.assert_array_equal(x[0], src.crop(lo, hi)[0])
     np.testing.assert_array_equal(x[1], zoom.mask_crop(mask, lo, hi))
     np.testing.assert_array_equal(x[2:], feed(rasterise(plan, lo, hi), plan.intensity)[1:].astype(np.float32))
+
+
+class RimFollower(PromptFollower):
+    """A PromptFollower whose answer reaches one voxel beyond every prompt (as a real model's might)."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        fg = (logits[:, 1] > logits[:, 0]).float()[:, None]
+        grown = torch.nn.functional.max_pool3d(fg, 3, stride=1, padding=1)[:, 0]
+        return torch.stack([torch.full_like(grown, 0.5), grown], 1)
+
+
+def test_confine_to_box_keeps_the_answer_inside_the_box_until_a_click_outside(folder_3d):
+    arr = image()
+    box = Box((10, 10, 10), (20, 22, 24))
+    empty = np.zeros(arr.shape, np.uint8)
+    free = follower_engine(folder_3d, network=RimFollower(mapping=folder_3d.channel_mapping))
+    free.set_image(arr)
+    assert apply(empty, free.predict([box], empty)).sum() == 12 * 14 * 16  # the rim leaks out
+    eng = follower_engine(folder_3d, network=RimFollower(mapping=folder_3d.channel_mapping), confine_to_box=True)
+    eng.set_image(arr)
+    m = apply(empty, eng.predict([box], empty))
+    assert m[10:20, 10:22, 10:24].all() and m.sum() == 10 * 12 * 14
+    # a negative click outside changes nothing about the limit
+    neg = [box, Point((15, 15, 25), positive=False)]
+    assert apply(m, eng.predict(neg, m)).sum() == 10 * 12 * 14
+    # a positive click outside says the box was too tight: the answer may leave it
+    m2 = apply(m, eng.predict([box, Point((15, 15, 26))], m))
+    assert m2[15, 15, 26] == 1 and m2.sum() > 10 * 12 * 14

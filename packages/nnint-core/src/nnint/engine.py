@@ -122,3 +122,46 @@ def clip_update(update: MaskUpdate, shape: tuple[int, int, int]) -> MaskUpdate |
         return None
     sl = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, update.lo))
     return MaskUpdate(tuple(int(v) for v in lo), np.ascontiguousarray(update.values[sl], dtype=np.uint8))
+
+
+def box_limit(prompts: Sequence[Prompt]) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """The half-open region ``(lo, hi)`` that the object's positive 3D boxes confine it to, or None.
+
+    A 3D box is a bounding box: the person says the object lies inside it. The region is the
+    bounding box of all positive 3D boxes. None when there is no positive 3D box, or when a
+    positive point, scribble, lasso or initial mask reaches outside that region: the person has
+    shown that the box was too tight, so it no longer confines anything. Engines that honour boxes
+    as hard limits pass their updates through :func:`restrict_update`.
+    """
+    from nnint.prompts import Box, Point
+
+    boxes = [p for p in prompts if isinstance(p, Box) and p.positive and not p.is_2d]
+    if not boxes:
+        return None
+    lo = tuple(min(b.lo[d] for b in boxes) for d in range(3))
+    hi = tuple(max(b.hi[d] for b in boxes) for d in range(3))
+    for p in prompts:
+        if not p.positive or isinstance(p, Box):
+            continue
+        if isinstance(p, Point):
+            idx = [int(round(c)) for c in p.zyx]
+            if any(not a <= i < b for i, a, b in zip(idx, lo, hi)):
+                return None
+            continue
+        if all(a <= pl and ph <= b for pl, ph, a, b in zip(p.lo, p.hi, lo, hi)):
+            continue  # the crop's box lies inside
+        voxels = np.argwhere(p.mask) + np.asarray(p.lo)
+        if ((voxels < np.asarray(lo)) | (voxels >= np.asarray(hi))).any():
+            return None
+    return lo, hi  # type: ignore[return-value]
+
+
+def restrict_update(update: MaskUpdate, lo: Sequence[int], hi: Sequence[int]) -> MaskUpdate:
+    """``update`` with every voxel outside the half-open region ``[lo, hi)`` set to 0."""
+    values = np.zeros_like(update.values)
+    a = [max(0, int(l) - u) for l, u in zip(lo, update.lo)]
+    b = [min(s, int(h) - u) for h, u, s in zip(hi, update.lo, update.values.shape)]
+    if all(y > x for x, y in zip(a, b)):
+        sl = tuple(slice(x, y) for x, y in zip(a, b))
+        values[sl] = update.values[sl]
+    return MaskUpdate(update.lo, values)

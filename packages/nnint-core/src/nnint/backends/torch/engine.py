@@ -27,7 +27,7 @@ import torch
 from nnint.backends.torch import refine as _refine
 from nnint.backends.torch import zoom as _zoom
 from nnint.backends.torch.rasterise import RasterConfig, RasterPlan, build_plan, feed, rasterise_written
-from nnint.engine import Capabilities, MaskUpdate, ModelSpec
+from nnint.engine import Capabilities, MaskUpdate, ModelSpec, box_limit, restrict_update
 from nnint.errors import (
     DeviceError,
     IncompatibleModelError,
@@ -167,7 +167,9 @@ class TorchEngine:
     ``official_fallback_rng``: a NumPy ``RandomState``-like object; when given, the refinement
     planner's fallback draws from it like the official package (which uses ``np.random``);
     default: nnint's deterministic fallback. ``network``: use this module instead of building the
-    model folder's network (tests, compatibility harnesses).
+    model folder's network (tests, compatibility harnesses). ``confine_to_box``: clear every
+    predicted voxel outside the object's positive 3D boxes (:func:`nnint.engine.box_limit`; off
+    by default, as in the official package; nnint's own models turn it on in their model card).
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class TorchEngine:
         gap_fill: str = "old",
         official_fallback_rng: Any = None,
         network: torch.nn.Module | None = None,
+        confine_to_box: bool = False,
     ) -> None:
         self.device = _device(device)
         if precision not in _PRECISIONS:
@@ -208,6 +211,7 @@ class TorchEngine:
         self.channels_last = bool(channels_last)
         self.gap_fill = gap_fill
         self.official_fallback_rng = official_fallback_rng
+        self.confine_to_box = bool(confine_to_box)
         if isinstance(constants, ZoomConstants):
             self.constants = constants
         elif constants == "scaled":
@@ -370,6 +374,14 @@ class TorchEngine:
         Returns the rewritten region (the clipped window at zoom 1, else the clipped union box of
         the refinement boxes), or None when the newest prompt queues no prediction (an initial
         mask without ``predict``)."""
+        update = self._predict(list(prompts), mask)
+        if update is not None and self.confine_to_box:
+            limit = box_limit(prompts)
+            if limit is not None:
+                update = restrict_update(update, *limit)
+        return update
+
+    def _predict(self, prompts: list[Prompt], mask: np.ndarray) -> MaskUpdate | None:
         if self._source is None or self._config is None:
             raise SessionError("no image: call set_image before predict")
         prompts = list(prompts)
