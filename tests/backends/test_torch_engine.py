@@ -668,3 +668,18 @@ def test_confine_to_box_keeps_the_answer_inside_the_box_until_a_click_outside(fo
     # a positive click outside says the box was too tight: the answer may leave it
     m2 = apply(m, eng.predict([box, Point((15, 15, 26))], m))
     assert m2[15, 15, 26] == 1 and m2.sum() > 10 * 12 * 14
+
+
+def test_one_way_corrections_keep_a_negative_click_from_growing_the_object(folder_3d):
+    arr = image()
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[10:30, 10:30, 10:30] = 1
+    click = [Point((20, 20, 12), positive=False)]
+    for one_way in (False, True):
+        net = RimFollower(mapping=folder_3d.channel_mapping)
+        eng = follower_engine(folder_3d, network=net, one_way_corrections=one_way)
+        eng.set_image(arr)
+        m = apply(mask, eng.predict(click, mask))
+        assert m[20, 20, 12] == 0
+        # the network's rim grows the object everywhere; one way, a negative click only removes
+        assert bool((m & ~mask).any()) != one_way

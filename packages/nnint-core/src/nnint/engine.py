@@ -165,3 +165,24 @@ def restrict_update(update: MaskUpdate, lo: Sequence[int], hi: Sequence[int]) ->
         sl = tuple(slice(x, y) for x, y in zip(a, b))
         values[sl] = update.values[sl]
     return MaskUpdate(update.lo, values)
+
+
+def one_way_correction(update: MaskUpdate, mask: np.ndarray, newest: Prompt) -> MaskUpdate:
+    """``update`` limited to the direction of a correction prompt.
+
+    A correction is a point, scribble or lasso given while the object already has voxels: a
+    positive one may only add voxels and a negative one only remove them; the old mask is kept
+    wherever the network's answer went the other way. Anything else (boxes, initial masks, the
+    first prompt of an empty object) returns ``update`` unchanged. Why: the network re-predicts a
+    whole window (zoomed out, the whole object) for every prompt, so a click that fixes one place
+    can take away good parts elsewhere (SlicerNNInteractive issue #30, "Segmentation is partly
+    removed after new point placement"); people expect a click to change things its own way.
+    """
+    from nnint.prompts import Box, InitialMask
+
+    if isinstance(newest, (Box, InitialMask)) or not mask.any():
+        return update
+    old = mask[update.slices] != 0
+    new = update.values != 0
+    values = (old | new) if newest.positive else (old & new)
+    return MaskUpdate(update.lo, values.astype(np.uint8))

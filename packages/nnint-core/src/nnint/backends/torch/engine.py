@@ -27,7 +27,7 @@ import torch
 from nnint.backends.torch import refine as _refine
 from nnint.backends.torch import zoom as _zoom
 from nnint.backends.torch.rasterise import RasterConfig, RasterPlan, build_plan, feed, rasterise_written
-from nnint.engine import Capabilities, MaskUpdate, ModelSpec, box_limit, restrict_update
+from nnint.engine import Capabilities, MaskUpdate, ModelSpec, box_limit, one_way_correction, restrict_update
 from nnint.errors import (
     DeviceError,
     IncompatibleModelError,
@@ -170,6 +170,9 @@ class TorchEngine:
     model folder's network (tests, compatibility harnesses). ``confine_to_box``: clear every
     predicted voxel outside the object's positive 3D boxes (:func:`nnint.engine.box_limit`; off
     by default, as in the official package; nnint's own models turn it on in their model card).
+    ``one_way_corrections``: a correction point, scribble or lasso only adds (positive) or only
+    removes (negative) voxels (:func:`nnint.engine.one_way_correction`; off by default, on in
+    nnint's model cards).
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class TorchEngine:
         official_fallback_rng: Any = None,
         network: torch.nn.Module | None = None,
         confine_to_box: bool = False,
+        one_way_corrections: bool = False,
     ) -> None:
         self.device = _device(device)
         if precision not in _PRECISIONS:
@@ -212,6 +216,7 @@ class TorchEngine:
         self.gap_fill = gap_fill
         self.official_fallback_rng = official_fallback_rng
         self.confine_to_box = bool(confine_to_box)
+        self.one_way_corrections = bool(one_way_corrections)
         if isinstance(constants, ZoomConstants):
             self.constants = constants
         elif constants == "scaled":
@@ -375,6 +380,8 @@ class TorchEngine:
         the refinement boxes), or None when the newest prompt queues no prediction (an initial
         mask without ``predict``)."""
         update = self._predict(list(prompts), mask)
+        if update is not None and self.one_way_corrections:
+            update = one_way_correction(update, np.asarray(mask), prompts[-1])
         if update is not None and self.confine_to_box:
             limit = box_limit(prompts)
             if limit is not None:

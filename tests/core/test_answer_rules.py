@@ -1,9 +1,10 @@
-"""nnint.engine.box_limit / restrict_update: a positive 3D box as a hard limit on the object."""
+"""Engine-independent answer rules in nnint.engine: box_limit / restrict_update (a positive 3D box
+as a hard limit) and one_way_correction (a correction only adds or only removes)."""
 
 import numpy as np
 import pytest
 
-from nnint.engine import MaskUpdate, box_limit, restrict_update
+from nnint.engine import MaskUpdate, box_limit, one_way_correction, restrict_update
 from nnint.prompts import Box, InitialMask, Point, Scribble
 
 
@@ -47,3 +48,34 @@ def test_restrict_update_clears_outside_only():
     assert r.values.sum() == 2 * 4 * 2 and r.values[1:3, :, 2:].all()
     assert restrict_update(u, (10, 10, 10), (12, 12, 12)).values.sum() == 0
     assert u.values.all()  # the input is not modified
+
+
+def _cube():
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[5:15, 5:15, 5:15] = 1
+    return mask
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_a_correction_works_one_way(positive):
+    mask = _cube()
+    new = mask.copy()
+    new[5:15, 5:15, 5] = 0  # the answer removes a face ...
+    new[0:2, 0:2, 0:2] = 1  # ... and adds a corner
+    r = one_way_correction(MaskUpdate((0, 0, 0), new), mask, Point((10, 10, 10), positive=positive))
+    assert r.lo == (0, 0, 0) and r.values.dtype == np.uint8
+    if positive:
+        assert r.values.sum() == 1000 + 8 and r.values[:, :, 5].sum() == 100
+    else:
+        assert r.values.sum() == 1000 - 100 and not r.values[0:2, 0:2, 0:2].any()
+    # an update over a sub-region is compared with the old mask there
+    sub = one_way_correction(MaskUpdate((5, 5, 5), new[5:15, 5:15, 5:15]), mask, Scribble(np.ones((1, 1, 1), bool), lo=(9, 9, 9), positive=positive))
+    assert sub.values.sum() == (1000 if positive else 900)
+
+
+def test_boxes_initial_masks_and_first_prompts_pass_unchanged():
+    mask = _cube()
+    update = MaskUpdate((0, 0, 0), np.zeros_like(mask))
+    assert one_way_correction(update, mask, Box((0, 0, 0), (20, 20, 20))) is update
+    assert one_way_correction(update, mask, InitialMask(np.ones((2, 2, 2), bool))) is update
+    assert one_way_correction(update, np.zeros_like(mask), Point((3, 3, 3), positive=False)) is update
