@@ -23,7 +23,7 @@ import attrs
 import numpy as np
 
 from nnint.image import Image
-from nnint.prompts import Prompt
+from nnint.prompts import Box, InitialMask, Point, Prompt
 
 #: every prompt kind nnint knows; capability sets are subsets of it.
 PROMPT_KINDS = frozenset({"point", "box2d", "box3d", "scribble", "lasso", "initial_mask"})
@@ -133,8 +133,6 @@ def box_limit(prompts: Sequence[Prompt]) -> tuple[tuple[int, int, int], tuple[in
     shown that the box was too tight, so it no longer confines anything. Engines that honour boxes
     as hard limits pass their updates through :func:`restrict_update`.
     """
-    from nnint.prompts import Box, Point
-
     boxes = [p for p in prompts if isinstance(p, Box) and p.positive and not p.is_2d]
     if not boxes:
         return None
@@ -144,8 +142,7 @@ def box_limit(prompts: Sequence[Prompt]) -> tuple[tuple[int, int, int], tuple[in
         if not p.positive or isinstance(p, Box):
             continue
         if isinstance(p, Point):
-            idx = [int(round(c)) for c in p.zyx]
-            if any(not a <= i < b for i, a, b in zip(idx, lo, hi)):
+            if any(not a <= i < b for i, a, b in zip(p.index, lo, hi)):
                 return None
             continue
         if all(a <= pl and ph <= b for pl, ph, a, b in zip(p.lo, p.hi, lo, hi)):
@@ -178,8 +175,6 @@ def one_way_correction(update: MaskUpdate, mask: np.ndarray, newest: Prompt) -> 
     can take away good parts elsewhere (SlicerNNInteractive issue #30, "Segmentation is partly
     removed after new point placement"); people expect a click to change things its own way.
     """
-    from nnint.prompts import Box, InitialMask
-
     if isinstance(newest, (Box, InitialMask)) or not mask.any():
         return update
     old = mask[update.slices] != 0

@@ -379,9 +379,11 @@ class TorchEngine:
         Returns the rewritten region (the clipped window at zoom 1, else the clipped union box of
         the refinement boxes), or None when the newest prompt queues no prediction (an initial
         mask without ``predict``)."""
-        update = self._predict(list(prompts), mask)
+        prompts = list(prompts)
+        mask = np.asarray(mask)
+        update = self._predict(prompts, mask)
         if update is not None and self.one_way_corrections:
-            update = one_way_correction(update, np.asarray(mask), prompts[-1])
+            update = one_way_correction(update, mask, prompts[-1])
         if update is not None and self.confine_to_box:
             limit = box_limit(prompts)
             if limit is not None:
@@ -391,10 +393,8 @@ class TorchEngine:
     def _predict(self, prompts: list[Prompt], mask: np.ndarray) -> MaskUpdate | None:
         if self._source is None or self._config is None:
             raise SessionError("no image: call set_image before predict")
-        prompts = list(prompts)
         if not prompts:
             raise SessionError("predict needs at least one prompt")
-        mask = np.asarray(mask)
         if mask.shape != self._source.shape:
             raise InvalidMaskError(f"mask has shape {mask.shape}, the image {self._source.shape}")
         if mask.dtype != np.uint8:
