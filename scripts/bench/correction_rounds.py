@@ -63,7 +63,8 @@ def main() -> None:
         agents = [simulate.sample_agent(np.random.default_rng(i)) for i in range(len(items))]
         rngs = [np.random.default_rng([i, 7]) for i in range(len(items))]
         t = time.perf_counter()
-        list(pool.map(lambda b: _correction_step(items[b]["target"].numpy(), preds[b], list(items[b]["prompts"]),
+        list(pool.map(lambda b: _correction_step(items[b]["target"].numpy(), preds[b], items[b]["prev_seg"],
+                                                 list(items[b]["prompts"]),
                                                  agents[b], rngs[b], setup, False), range(len(items))))
         return time.perf_counter() - t
 

@@ -722,3 +722,28 @@ def test_window_rank_fine_tune_starts_as_the_initial_model(dataset, tmp_path):
     mf = load_model_folder(ft / "model")
     assert mf.architecture["arch_kwargs"][WINDOW_RANK_KEY] is True
     assert mf.build_network("cpu").window_rank is not None
+
+
+def test_correction_rounds_feed_back_the_mask_the_engine_would_show():
+    """Training rounds pass the network's answer through the engine's answer rules before the
+    simulated user looks at it: a negative click only removes, a positive 3D box confines."""
+    from nnint.prompts import Box, Point
+    from nnint.train.loop import shown_mask
+
+    shown = np.zeros((8, 8, 8), np.uint8)
+    shown[2:6, 2:6, 2:6] = 1
+    pred = np.zeros_like(shown)
+    pred[3:7, 3:7, 3:7] = 1  # grew on one side, shrank on the other
+    box = Box((1, 1, 1), (7, 7, 7), True)
+
+    after_negative = shown_mask(pred, shown, [box, Point((5, 5, 5), False)])
+    assert np.array_equal(after_negative, shown & pred)
+    after_positive = shown_mask(pred, shown, [box, Point((3, 3, 3), True)])
+    assert np.array_equal(after_positive, shown | pred)
+
+    # the first answer to a box: nothing on screen yet, only the box limit applies
+    first = shown_mask(np.ones_like(shown), np.zeros_like(shown), [box])
+    assert first.sum() == 6 ** 3 and first[1:7, 1:7, 1:7].all()
+    # a positive click outside the box lifts the limit
+    lifted = shown_mask(np.ones_like(shown), shown, [box, Point((0, 0, 0), True)])
+    assert lifted.all()

@@ -2,7 +2,8 @@
 
 One iteration = one batch of samples (:mod:`nnint.train.dataset`), then ``r`` simulated correction
 rounds (``r`` drawn per iteration): the network predicts without gradients, its argmax becomes
-``prev_seg`` (sometimes corrupted), the simulated user (:mod:`nnint.train.simulate`) adds one
+the mask on screen (after the engine's answer rules, :func:`shown_mask`) and ``prev_seg``
+(sometimes corrupted), the simulated user (:mod:`nnint.train.simulate`) adds one
 correction prompt from the error of that prediction, and the prompt channels are rebuilt with the
 inference rasteriser. The last input gets the gradient. Loss: soft Dice + cross-entropy on the 2
 logits (with deep supervision). AdamW (or SGD) with polynomial learning-rate decay and warm-up;
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nnint.engine import MaskUpdate, box_limit, one_way_correction, restrict_update
 from nnint.errors import NnintError
 from nnint.train import dataset as ds
 from nnint.train import simulate
@@ -742,11 +744,27 @@ def _prev_feedback(pred: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return pred.astype(np.uint8)
 
 
-def _correction_step(target: np.ndarray, pred: np.ndarray, prompts: list, agent, rng: np.random.Generator,
-                     setup: ModelSetup, want_region: bool):
+def shown_mask(pred: np.ndarray, shown: np.ndarray, prompts: list) -> np.ndarray:
+    """What a person sees after the network answered ``prompts`` with ``pred`` (a whole patch) while
+    ``shown`` was on screen: the answer passed through the two rules nnint's model cards turn on in
+    the engine (``one_way_corrections``, ``confine_to_box``; :mod:`nnint.engine`). The simulated
+    user corrects this mask and it is fed back as ``prev_seg``, so training sees the masks that
+    inference will show it (session 14; before, every round fed back the raw answer)."""
+    update = MaskUpdate((0, 0, 0), np.asarray(pred, np.uint8))
+    update = one_way_correction(update, shown, prompts[-1])
+    limit = box_limit(prompts)
+    if limit is not None:
+        update = restrict_update(update, *limit)
+    return update.values
+
+
+def _correction_step(target: np.ndarray, pred: np.ndarray, shown: np.ndarray, prompts: list, agent,
+                     rng: np.random.Generator, setup: ModelSetup, want_region: bool):
     """One simulated correction of one sample: ``(prompt, corrected region or None, next prev_seg,
-    prompt channels)``, or None when the prediction has no error left to correct. Touches only its
-    own arguments (``rng`` is the sample's own), so samples can run in parallel threads."""
+    prompt channels, mask on screen)``, or None when the prediction has no error left to correct.
+    ``pred``: the network's answer to ``prompts``; ``shown``: the mask on screen before it. Touches
+    only its own arguments (``rng`` is the sample's own), so samples can run in parallel threads."""
+    pred = shown_mask(pred, shown, prompts)
     kind = agent.next_kind(rng)
     try:
         corr = simulate.correction_prompt(target, pred, rng, kind)
@@ -760,7 +778,7 @@ def _correction_step(target: np.ndarray, pred: np.ndarray, prompts: list, agent,
     prev = _prev_feedback(pred, rng)
     chans = simulate.prompt_channels(prompts + [corr], prev, decay=setup.decay, point_radius=setup.point_radius,
                                      mapping=setup.mapping, num_channels=setup.num_channels)
-    return corr, region, prev, chans
+    return corr, region, prev, chans, pred
 
 
 def train(cfg: TrainConfig, log=None) -> dict:
@@ -957,6 +975,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
             chans = batch["channels"].clone()
             prompts = [list(p) if p is not None else None for p in batch["prompts"]]
             prev = [p.copy() for p in batch["prev_seg"]]
+            shown = [p.copy() for p in batch["prev_seg"]]  # the mask on screen (prev may be corrupted)
             agents = batch["agent"]
             srngs = [np.random.default_rng([int(s), it]) for s in batch["rng_seed"]]
             n_rounds = _rounds(rng_it, cfg.max_rounds)
@@ -972,13 +991,13 @@ def train(cfg: TrainConfig, log=None) -> dict:
                 # one sample per thread: the simulation is numpy/scipy work that mostly releases the
                 # GIL, and it is the serial part of an iteration once the network runs on a GPU
                 results = list(round_pool.map(
-                    lambda b: _correction_step(tnp[b], pred[b], prompts[b], agents[b], srngs[b], setup,
+                    lambda b: _correction_step(tnp[b], pred[b], shown[b], prompts[b], agents[b], srngs[b], setup,
                                                cfg.correction_weight > 0), todo))
                 for b, res in zip(todo, results):
                     if res is None:
                         active[b] = False
                         continue
-                    corr, region, prev[b], ch = res
+                    corr, region, prev[b], ch, shown[b] = res
                     if region is not None:
                         focus[b] = region if focus[b] is None else (focus[b] | region)
                     prompts[b].append(corr)
