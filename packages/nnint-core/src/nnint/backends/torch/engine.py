@@ -172,9 +172,7 @@ class TorchEngine:
     by default, as in the official package; nnint's own models turn it on in their model card).
     ``one_way_corrections``: a correction point, scribble or lasso only adds (positive) or only
     removes (negative) voxels (:func:`nnint.engine.one_way_correction`; off by default, on in
-    nnint's model cards). ``mirror``: test-time mirroring; every forward pass also runs the input
-    flipped along all three axes (one batch of two) and averages the two softmax maps. Off by
-    default (the official package runs no mirroring); costs one more network pass per forward.
+    nnint's model cards).
     """
 
     def __init__(
@@ -193,7 +191,6 @@ class TorchEngine:
         network: torch.nn.Module | None = None,
         confine_to_box: bool = False,
         one_way_corrections: bool = False,
-        mirror: bool = False,
     ) -> None:
         self.device = _device(device)
         if precision not in _PRECISIONS:
@@ -220,7 +217,6 @@ class TorchEngine:
         self.official_fallback_rng = official_fallback_rng
         self.confine_to_box = bool(confine_to_box)
         self.one_way_corrections = bool(one_way_corrections)
-        self.mirror = bool(mirror)
         if isinstance(constants, ZoomConstants):
             self.constants = constants
         elif constants == "scaled":
@@ -358,21 +354,12 @@ class TorchEngine:
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
         x = x.to(self.device, non_blocking=True)
-        if self.mirror:
-            # the flipped view is an equally valid input (training flips every axis); averaging the
-            # two answers evens out orientation-dependent mistakes at the cost of a second pass
-            x = torch.cat([x, x.flip(2, 3, 4)])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with self._autocast():
             logits = self.network(x)
-        if self.mirror:
-            prob = torch.softmax(logits.float(), 1)
-            prob = prob[0] + prob[1].flip(1, 2, 3)
-            pred = prob[1] > prob[0]
-        else:
-            # argmax over two classes with ties -> background (class 0), without a strided reduction
-            pred = logits[0, 1] > logits[0, 0]
+        # argmax over two classes with ties -> background (class 0), without a strided reduction
+        pred = logits[0, 1] > logits[0, 0]
         self.last_run["forwards"] = self.last_run.get("forwards", 0) + 1
         return pred.cpu().numpy().astype(np.uint8)
 
