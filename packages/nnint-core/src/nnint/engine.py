@@ -181,3 +181,18 @@ def one_way_correction(update: MaskUpdate, mask: np.ndarray, newest: Prompt) -> 
     new = update.values != 0
     values = (old | new) if newest.positive else (old & new)
     return MaskUpdate(update.lo, values.astype(np.uint8))
+
+
+def answer_rules(update: MaskUpdate, mask: np.ndarray, prompts: Sequence[Prompt], *, one_way: bool,
+                 confine: bool) -> MaskUpdate:
+    """``update`` (the answer to ``prompts`` while ``mask`` is the object) after the answer rules an
+    engine turns on: :func:`one_way_correction` (``one_way``), then the positive 3D boxes' limit
+    (``confine``, :func:`box_limit` and :func:`restrict_update`). The one place both the torch
+    backend and the training's simulated rounds apply them, so they cannot drift apart."""
+    if one_way:
+        update = one_way_correction(update, mask, prompts[-1])
+    if confine:
+        limit = box_limit(prompts)
+        if limit is not None:
+            update = restrict_update(update, *limit)
+    return update

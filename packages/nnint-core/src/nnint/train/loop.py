@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nnint.engine import MaskUpdate, box_limit, one_way_correction, restrict_update
+from nnint.engine import MaskUpdate, answer_rules
 from nnint.errors import NnintError
 from nnint.train import dataset as ds
 from nnint.train import simulate
@@ -751,17 +751,13 @@ def shown_mask(pred: np.ndarray, shown: np.ndarray, prompts: list) -> np.ndarray
     user corrects this mask and it is fed back as ``prev_seg``, so training sees the masks that
     inference will show it (session 14; before, every round fed back the raw answer)."""
     update = MaskUpdate((0, 0, 0), np.asarray(pred, np.uint8))
-    update = one_way_correction(update, shown, prompts[-1])
-    limit = box_limit(prompts)
-    if limit is not None:
-        update = restrict_update(update, *limit)
-    return update.values
+    return answer_rules(update, shown, prompts, one_way=True, confine=True).values
 
 
 def _correction_step(target: np.ndarray, pred: np.ndarray, shown: np.ndarray, prompts: list, agent,
                      rng: np.random.Generator, setup: ModelSetup, want_region: bool):
-    """One simulated correction of one sample: ``(prompt, corrected region or None, next prev_seg,
-    prompt channels, mask on screen)``, or None when the prediction has no error left to correct.
+    """One simulated correction of one sample: ``(prompt, corrected region or None, prompt channels,
+    mask on screen)``, or None when the prediction has no error left to correct.
     ``pred``: the network's answer to ``prompts``; ``shown``: the mask on screen before it. Touches
     only its own arguments (``rng`` is the sample's own), so samples can run in parallel threads."""
     pred = shown_mask(pred, shown, prompts)
@@ -778,7 +774,7 @@ def _correction_step(target: np.ndarray, pred: np.ndarray, shown: np.ndarray, pr
     prev = _prev_feedback(pred, rng)
     chans = simulate.prompt_channels(prompts + [corr], prev, decay=setup.decay, point_radius=setup.point_radius,
                                      mapping=setup.mapping, num_channels=setup.num_channels)
-    return corr, region, prev, chans, pred
+    return corr, region, chans, pred
 
 
 def train(cfg: TrainConfig, log=None) -> dict:
@@ -974,8 +970,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
             target = batch["target"].to(device)
             chans = batch["channels"].clone()
             prompts = [list(p) if p is not None else None for p in batch["prompts"]]
-            prev = [p.copy() for p in batch["prev_seg"]]
-            shown = [p.copy() for p in batch["prev_seg"]]  # the mask on screen (prev may be corrupted)
+            shown = [p.copy() for p in batch["prev_seg"]]  # the mask on screen (prev_seg may be corrupted)
             agents = batch["agent"]
             srngs = [np.random.default_rng([int(s), it]) for s in batch["rng_seed"]]
             n_rounds = _rounds(rng_it, cfg.max_rounds)
@@ -997,7 +992,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
                     if res is None:
                         active[b] = False
                         continue
-                    corr, region, prev[b], ch, shown[b] = res
+                    corr, region, ch, shown[b] = res
                     if region is not None:
                         focus[b] = region if focus[b] is None else (focus[b] | region)
                     prompts[b].append(corr)

@@ -27,7 +27,7 @@ import torch
 from nnint.backends.torch import refine as _refine
 from nnint.backends.torch import zoom as _zoom
 from nnint.backends.torch.rasterise import RasterConfig, RasterPlan, build_plan, feed, rasterise_written
-from nnint.engine import Capabilities, MaskUpdate, ModelSpec, box_limit, one_way_correction, restrict_update
+from nnint.engine import Capabilities, MaskUpdate, ModelSpec, answer_rules
 from nnint.errors import (
     DeviceError,
     IncompatibleModelError,
@@ -382,13 +382,9 @@ class TorchEngine:
         prompts = list(prompts)
         mask = np.asarray(mask)
         update = self._predict(prompts, mask)
-        if update is not None and self.one_way_corrections:
-            update = one_way_correction(update, mask, prompts[-1])
-        if update is not None and self.confine_to_box:
-            limit = box_limit(prompts)
-            if limit is not None:
-                update = restrict_update(update, *limit)
-        return update
+        if update is None:
+            return None
+        return answer_rules(update, mask, prompts, one_way=self.one_way_corrections, confine=self.confine_to_box)
 
     def _predict(self, prompts: list[Prompt], mask: np.ndarray) -> MaskUpdate | None:
         if self._source is None or self._config is None:
