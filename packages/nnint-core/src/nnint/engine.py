@@ -156,7 +156,7 @@ def box_limit(prompts: Sequence[Prompt]) -> tuple[tuple[int, int, int], tuple[in
 def restrict_update(update: MaskUpdate, lo: Sequence[int], hi: Sequence[int]) -> MaskUpdate:
     """``update`` with every voxel outside the half-open region ``[lo, hi)`` set to 0."""
     values = np.zeros_like(update.values)
-    a = [max(0, int(l) - u) for l, u in zip(lo, update.lo)]
+    a = [max(0, int(low) - u) for low, u in zip(lo, update.lo)]
     b = [min(s, int(h) - u) for h, u, s in zip(hi, update.lo, update.values.shape)]
     if all(y > x for x, y in zip(a, b)):
         sl = tuple(slice(x, y) for x, y in zip(a, b))
