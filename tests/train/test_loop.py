@@ -747,3 +747,32 @@ def test_correction_rounds_feed_back_the_mask_the_engine_would_show():
     # a positive click outside the box lifts the limit
     lifted = shown_mask(np.ones_like(shown), shown, [box, Point((0, 0, 0), True)])
     assert lifted.all()
+
+
+def test_dev_by_contrast_groups_final_dice_by_target_visibility(tmp_path):
+    """scripts/diagnose/dev_by_contrast.py: the session-15 split of dev Dice by target visibility."""
+    from nnint.evaluate.data import open_dataset, write_nnunet_dataset
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 5.0, (24, 24, 24)).astype(np.float32)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[4:10, 4:10, 4:10] = 1
+    image[4:10, 4:10, 4:10] += 60.0  # 12 noise SDs brighter than its ring: visible
+    labels[14:20, 14:20, 14:20] = 2  # the same intensity as its surround: invisible
+    root = tmp_path / "Dataset001_Contrast"
+    write_nnunet_dataset(root, [("c0", image, labels, (1.0, 1.0, 1.0))], {"bright": 1, "hidden": 2})
+    (root / "splits.json").write_text(json.dumps({"train": [], "dev": ["c0"]}))
+    case = open_dataset(str(root), split="dev").cases[0].name
+    results = tmp_path / "results.csv"
+    rows = ["model,protocol,case,label,step,dice"]
+    for step, (d1, d2) in enumerate([(0.5, 0.1), (0.9, 0.2)]):
+        rows += [f"m,box+clicks,{case},1,{step},{d1}", f"m,box+clicks,{case},2,{step},{d2}"]
+    results.write_text("\n".join(rows) + "\n")
+    out = _run_diagnose_script("dev_by_contrast.py", str(results), "--data", str(root), "--split", "dev",
+                               "--cache", str(tmp_path / "cnr.json"))
+    line = [ln for ln in out.splitlines() if str(results) in ln][0].split()
+    assert line[:2] == ["0.200", "(1)"]  # CNR < 1: the hidden cube, final step
+    assert line[-3:-1] == ["0.900", "(1)"]  # CNR >= 3: the bright one
+    assert line[2:4] == ["-", "-"]  # nothing in between
+    cnr = json.loads((tmp_path / "cnr.json").read_text())
+    assert cnr[f"{case}|1"] > 3 > 1 > cnr[f"{case}|2"]
