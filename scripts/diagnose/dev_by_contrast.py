@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--cache", default="out/dev-contrast-v2.json", help="per-target ratios, reused if present")
     args = ap.parse_args()
 
-    runs = {p: list(csv.DictReader(open(p))) for p in args.results}
+    runs = {p: list(csv.DictReader(Path(p).read_text().splitlines())) for p in args.results}
     step = args.step or str(max(int(r["step"]) for rows in runs.values() for r in rows))
     wanted: dict[str, set[int]] = {}
     for rows in runs.values():
