@@ -776,3 +776,53 @@ def test_dev_by_contrast_groups_final_dice_by_target_visibility(tmp_path):
     assert line[2:4] == ["-", "-"]  # nothing in between
     cnr = json.loads((tmp_path / "cnr.json").read_text())
     assert cnr[f"{case}|1"] > 3 > 1 > cnr[f"{case}|2"]
+
+
+def _diagnose_module(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "diagnose" / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_focused_fit_references_score_a_clicked_cube():
+    """scripts/diagnose/focused_fit.py's fixed answers (session 16) on a bright cube clicked at its
+    centre: the click's ball, the size-aware ball, and region growing."""
+    from nnint.prompts import Point
+    from nnint.train import simulate
+
+    ff = _diagnose_module("focused_fit.py")
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 0.1, (32, 32, 32)).astype(np.float32)
+    target = np.zeros(image.shape, bool)
+    target[13:19, 13:19, 13:19] = True  # 216 voxels
+    image[target] += 2.0
+    prompts = [Point((16, 16, 16), True)]
+    chans = simulate.prompt_channels(prompts, np.zeros(image.shape, np.uint8))
+    item = {"image": torch.from_numpy(image)[None], "target": torch.from_numpy(target.astype(np.uint8)),
+            "channels": torch.from_numpy(chans), "prompts": prompts}
+    foot, sized, grown = ff.references([item])
+    ball = (chans[3] > 0).sum()
+    inside = (chans[3] > 0)[target].sum()
+    assert foot == pytest.approx(2 * inside / (ball + target.sum()))
+    assert sized > foot and sized > 0.8  # the cube's own volume around its centre
+    assert grown > 0.8  # a cube 20 noise SDs bright is region growing's easy case (smoothing rounds its corners)
+
+
+def test_focused_fit_trains_a_copy_on_one_slice(dataset, tmp_path):
+    base = tmp_path / "base"
+    train(_cfg(dataset, base, iterations=1), log=lambda s: None)
+    before = (base / "model" / "fold_0" / "checkpoint_final.pth").read_bytes()
+    _run_diagnose_script("focused_fit.py", "--model", str(base / "model"), "--data", str(dataset),
+                         "--cache", str(tmp_path / "cache"), "--patch", "32", "--iterations", "2",
+                         "--eval-every", "1", "--eval-samples", "3", "--max-voxels", "100000", "--threads", "1",
+                         "--json", str(tmp_path / "fit.json"))
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert [c["iteration"] for c in fit["curve"]] == [0, 1, 2]
+    assert all(0.0 <= c["dice"] <= 1.0 for c in fit["curve"])
+    assert 0.0 <= fit["footprint_dice"] <= 1.0 and 0.0 <= fit["region_growing_dice"] <= 1.0
+    assert (base / "model" / "fold_0" / "checkpoint_final.pth").read_bytes() == before  # never written

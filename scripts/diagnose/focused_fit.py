@@ -1,0 +1,154 @@
+"""Can a model fit one slice of its own training distribution when trained on nothing else?
+
+Session 16 measured, with ``sample_dice.py`` at 96^3, that the committed weights score 0.08 Dice
+for a first click on a training target of at most 500 voxels: they answer with a region 5-500x
+the target, larger even than the click's own ball (a 257-voxel ball alone would score more). Is
+that the mixture of tasks (the network could do it, but the other samples pull it elsewhere) or
+the network (8 channels at full resolution cannot delineate a small object from one click)?
+
+This script trains a copy of a model folder on only that slice (one first-prompt kind, targets
+up to ``--max-voxels``, no correction rounds, no zoom, no previous mask), with the training
+loop's loss, and prints the first-prompt Dice on ``--eval-samples`` held-out samples of the same
+slice (another sample stream) every ``--eval-every`` iterations, next to two fixed answers:
+the prompt's own footprint (a point's ball), an oracle that knows the target size (the ball
+grown or cut to the target's volume around the click) and nnint's classical region growing. A network that can do the task climbs
+well past the footprint within a few hundred iterations.
+
+    python scripts/diagnose/focused_fit.py --model checkpoints/nnint-small-wip \\
+        --data data/raw --data synthetic:120:0 --redistributable-only --cache runs/s12-cc64/cache \\
+        --kind point --max-voxels 500 --iterations 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import numpy as np
+import torch
+
+from nnint.backends.classical import ClassicalEngine
+from nnint.backends.torch.checkpoint import load_model_folder
+from nnint.backends.torch.network import initialize_weights
+from nnint.image import Image
+from nnint.train import dataset as ds
+from nnint.train.loop import deep_supervision_loss
+
+
+def slice_samples(trainset: ds.TrainSet, start: int, count: int, max_voxels: int) -> tuple[list[dict], int]:
+    """``count`` samples of the slice, drawn from ``trainset`` from index ``start`` on (a sample
+    whose target has more than ``max_voxels`` voxels, or that has no prompt, is skipped), and the
+    index to continue from."""
+    out, i = [], start
+    while len(out) < count:
+        item = trainset[i]
+        i += 1
+        if item["prompts"] and 0 < int(item["target"].sum()) <= max_voxels:
+            out.append(item)
+    return out, i
+
+
+def dice(pred: np.ndarray, target: np.ndarray) -> float:
+    return 2 * float((pred & target).sum()) / max(1, int(pred.sum() + target.sum()))
+
+
+def evaluate(net: torch.nn.Module, items: list[dict]) -> float:
+    net.eval()
+    scores = []
+    with torch.inference_mode():
+        for item in items:
+            logits = net(torch.cat([item["image"], item["channels"]])[None])
+            scores.append(dice((logits[0, 1] > logits[0, 0]).numpy(), item["target"].numpy().astype(bool)))
+    net.train()
+    return float(np.mean(scores))
+
+
+def references(items: list[dict]) -> tuple[float, float, float]:
+    """Mean Dice of the prompt's footprint; of the window's voxels nearest the prompt, as many as
+    the target has (an answer that knows the size but not the shape); and of nnint's classical
+    region growing given the same prompt on the same (augmented, normalised) window."""
+    foot, sized, grown = [], [], []
+    for item in items:
+        engine = ClassicalEngine()
+        engine.set_image(Image(item["image"][0].numpy()))
+        update = engine.predict(item["prompts"], np.zeros(tuple(item["target"].shape), np.uint8))
+        answer = np.zeros(tuple(item["target"].shape), bool)
+        if update is not None:
+            answer[tuple(slice(a, b) for a, b in zip(update.lo, update.hi))] = update.values > 0
+        grown.append(dice(answer, item["target"].numpy().astype(bool)))
+        t = item["target"].numpy().astype(bool)
+        ch = item["channels"].numpy()
+        fp = (ch[1:] > 0).any(0)  # every prompt channel (channel 0 is the previous mask)
+        foot.append(dice(fp, t))
+        centre = np.argwhere(fp).mean(0)
+        dist = np.linalg.norm(np.indices(t.shape).reshape(3, -1).T - centre, axis=1)
+        keep = np.zeros(t.size, bool)
+        keep[np.argsort(dist, kind="stable")[: int(t.sum())]] = True
+        sized.append(dice(keep.reshape(t.shape), t))
+    return float(np.mean(foot)), float(np.mean(sized)), float(np.mean(grown))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="model folder to start from (copied; never written)")
+    ap.add_argument("--data", action="append", required=True, help="as for nnint train (repeatable)")
+    ap.add_argument("--cache", required=True, help="the runs' preprocessing cache")
+    ap.add_argument("--redistributable-only", action="store_true")
+    ap.add_argument("--kind", default="point", help="first-prompt kind: point, box2d, box3d, scribble, lasso")
+    ap.add_argument("--max-voxels", type=int, default=500, help="largest target of the slice")
+    ap.add_argument("--min-cnr", type=float, default=0.0, help="only targets at least this visible (as nnint train --min-cnr)")
+    ap.add_argument("--patch", type=int, default=64)
+    ap.add_argument("--iterations", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--from-scratch", action="store_true", help="re-initialise the weights (same architecture)")
+    ap.add_argument("--eval-samples", type=int, default=60)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="also write the curve here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    cases = ds.prepare_cases(args.data, args.cache, "train", redistributable_only=args.redistributable_only, log=None)
+    mf = load_model_folder(args.model)
+    net = copy.deepcopy(mf.build_network("cpu")).train()
+    if args.from_scratch:
+        initialize_weights(net)
+    # only the slice: one first-prompt kind, small targets favoured, nothing zoomed or corrected
+    cfg = ds.sample_config_for(mf, args.patch, first_kinds={args.kind: 1.0}, size_power=-1.0, p_zoom=0.0,
+                               p_big=0.0, p_big_click=0.0, p_refine=0.0, p_corrupt_prev=0.0,
+                               min_cnr=args.min_cnr)
+    held_out, _ = slice_samples(ds.TrainSet(cases, cfg, seed=10_000 + args.seed), 0, args.eval_samples, args.max_voxels)
+    foot, sized, grown = references(held_out)
+    print(f"held-out slice: {len(held_out)} samples, {args.kind}, targets <= {args.max_voxels} voxels, CNR >= {args.min_cnr}; "
+          f"footprint Dice {foot:.3f}, size-oracle ball {sized:.3f}, region growing {grown:.3f}", flush=True)
+    stream = ds.TrainSet(cases, cfg, seed=args.seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=3e-5)
+    curve = [{"iteration": 0, "dice": evaluate(net, held_out)}]
+    print(f"it 0  held-out Dice {curve[-1]['dice']:.3f}", flush=True)
+    t0, index, losses = time.perf_counter(), 0, []
+    for it in range(1, args.iterations + 1):
+        batch, index = slice_samples(stream, index, args.batch, args.max_voxels)
+        x = torch.stack([torch.cat([b["image"], b["channels"]]) for b in batch])
+        target = torch.stack([b["target"] for b in batch])
+        loss = deep_supervision_loss(net.forward_deep_supervision(x), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
+        opt.step()
+        losses.append(loss.item())
+        if it % args.eval_every == 0 or it == args.iterations:
+            curve.append({"iteration": it, "dice": evaluate(net, held_out), "loss": float(np.mean(losses[-args.eval_every:]))})
+            print(f"it {it}  loss {curve[-1]['loss']:.3f}  held-out Dice {curve[-1]['dice']:.3f}  "
+                  f"({(time.perf_counter() - t0) / it:.2f} s/it)", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "footprint_dice": foot, "size_oracle_dice": sized, "region_growing_dice": grown, "curve": curve}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
