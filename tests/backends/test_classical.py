@@ -10,7 +10,7 @@ import pytest
 
 from nnint.backends.classical import ClassicalEngine
 from nnint.engine import PROMPT_KINDS, Engine
-from nnint.errors import InvalidImageError, PromptOutOfBoundsError
+from nnint.errors import InvalidImageError
 from nnint.image import Geometry, Image
 from nnint.plugins import load_engine
 from nnint.prompts import Box, InitialMask, Lasso, Point, Scribble
@@ -202,28 +202,3 @@ def test_result_does_not_depend_on_the_current_mask(sphere):
     full_b[b.slices] = b.values
     np.testing.assert_array_equal(full_a, full_b)  # the stale voxels are cleared, the rest agrees
     assert stale.sum() == 27  # the engine does not modify its input
-
-
-def test_classical_cut_keeps_what_the_positive_clicks_hold():
-    rng = np.random.default_rng(0)
-    arr = rng.normal(0, 1, (30, 30, 30)).astype(np.float32)
-    a = np.zeros(arr.shape, bool)
-    a[5:15, 5:15, 5:15] = True
-    b = np.zeros(arr.shape, bool)
-    b[5:15, 15:25, 5:15] = True
-    arr[a] += 10
-    arr[b] += 5
-    eng = ClassicalEngine()
-    eng.set_image(Image(arr))
-    mask = (a | b).astype(np.uint8)
-    before = mask.copy()
-    update = eng.cut(mask, [Point((10, 10, 10))], Point((10, 20, 10), positive=False))
-    np.testing.assert_array_equal(mask, before)  # the caller's mask is not touched
-    after = mask.copy()
-    after[update.slices] = update.values
-    assert after[a].all() and after[b].mean() < 0.1
-    # nothing to cut: a positive prompt, or an empty object
-    assert eng.cut(mask, [], Point((10, 20, 10))) is None
-    assert eng.cut(np.zeros_like(mask), [], Point((10, 20, 10), positive=False)) is None
-    with pytest.raises(PromptOutOfBoundsError):
-        eng.cut(mask, [], Point((10, 20, 40), positive=False))

@@ -683,26 +683,3 @@ def test_one_way_corrections_keep_a_negative_click_from_growing_the_object(folde
         assert m[20, 20, 12] == 0
         # the network's rim grows the object everywhere; one way, a negative click only removes
         assert bool((m & ~mask).any()) != one_way
-
-
-def test_classical_cuts_make_a_negative_click_remove_the_region_it_points_at(folder_3d):
-    """A network that ignores negative clicks (it keeps its previous mask): with
-    ``classical_cuts`` the click still removes the wrongly included neighbour, not the object."""
-    arr = image()
-    target = np.zeros(arr.shape, bool)
-    target[10:20, 10:20, 10:20] = True
-    extra = np.zeros(arr.shape, bool)
-    extra[10:20, 20:34, 10:20] = True  # a brighter neighbour the answer wrongly includes
-    arr[target] += 150
-    arr[extra] += 300
-    mask = (target | extra).astype(np.uint8)
-    prompts = [Point((15, 15, 15)), Point((15, 28, 15), positive=False)]
-    for cuts in (False, True):
-        net = PromptFollower(mapping=folder_3d.channel_mapping)
-        net.neg = []  # deaf to negative prompts
-        eng = follower_engine(folder_3d, network=net, one_way_corrections=True, classical_cuts=cuts)
-        eng.set_image(arr)
-        m = apply(mask, eng.predict(prompts, mask))
-        assert m[target].all()
-        assert m[extra].mean() == (pytest.approx(0.0, abs=0.1) if cuts else 1.0)
-

@@ -255,51 +255,6 @@ class ClassicalEngine:
             return MaskUpdate(tuple(int(v) for v in olo), out)
         return MaskUpdate(tuple(int(v) for v in lo), obj.astype(np.uint8))
 
-    def cut(self, mask: np.ndarray, prompts: Sequence[Prompt], negative: Prompt) -> MaskUpdate | None:
-        """Apply the negative prompt ``negative`` to any engine's object ``mask`` the way this engine
-        applies its own negative prompts (:meth:`_cut`: the prompt's voxels and, within twice its
-        depth inside the object, what is geodesically closer to it than to a positive seed go;
-        then only what stays connected to a positive seed is kept).
-
-        Positive seeds: the positive points (a one-voxel ball) and scribbles among ``prompts``
-        that lie in the object; without any, the object's deepest voxel. Returns the changed
-        region (None when nothing changes). The torch backend's ``classical_cuts`` option uses it
-        to make sure a negative correction removes what it points at."""
-        if self._image is None:
-            raise InvalidImageError("set_image must be called before cut")
-        obj_full = np.asarray(mask) != 0
-        box = _bbox(obj_full)
-        if box is None or negative.positive or isinstance(negative, InitialMask):
-            return None
-        check_in_image(negative, obj_full.shape)
-        plo, phi = self._clip_box(np.array(negative.bbox[0]), np.array(negative.bbox[1]))
-        lo, hi = np.minimum(box[0], plo), np.maximum(box[1], phi)
-        obj = obj_full[tuple(slice(a, b) for a, b in zip(lo, hi))].copy()
-        pos_seeds = np.zeros_like(obj)
-        for p in prompts:
-            if not p.positive or isinstance(p, (Box, InitialMask)):
-                continue
-            if isinstance(p, Point):
-                c = np.array(p.index)
-                if np.all(c >= lo) and np.all(c < hi):
-                    pos_seeds[_local(c, c + 1, lo)] = True
-            elif isinstance(p, Scribble):
-                a, b = np.maximum(p.lo, lo), np.minimum(p.hi, hi)
-                if np.all(b > a):
-                    pos_seeds[_local(a, b, lo)] |= p.mask[_local(a, b, p.lo)].astype(bool)
-        pos_seeds &= obj
-        if not pos_seeds.any():
-            depth = ndi.distance_transform_edt(np.pad(obj, 1), sampling=self._spacing)[1:-1, 1:-1, 1:-1]
-            pos_seeds[np.unravel_index(int(np.argmax(depth)), obj.shape)] = True
-        smooth = self._smoothed(lo, hi)
-        noise = self._noise(lo, hi)
-        new, removed = self._cut(obj, pos_seeds, negative, lo, smooth, noise)
-        if not removed.any():
-            return None
-        rlo, rhi = _bbox(removed)
-        sl = _local(rlo, rhi, np.zeros(3, int))
-        return MaskUpdate(tuple(int(v) for v in lo + rlo), new[sl].astype(np.uint8))
-
     # --- preparation --------------------------------------------------------------------------
 
     def _radius_voxels(self, radius_mm: float) -> np.ndarray:

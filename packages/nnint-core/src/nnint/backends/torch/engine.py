@@ -36,8 +36,7 @@ from nnint.errors import (
     SessionError,
     UnsupportedPromptError,
 )
-from nnint.image import Image
-from nnint.prompts import Box, InitialMask, Point, Prompt, Scribble
+from nnint.prompts import Box, InitialMask, Point, Prompt
 
 __all__ = ["TorchEngine", "ZoomConstants", "prediction_center"]
 
@@ -173,11 +172,7 @@ class TorchEngine:
     by default, as in the official package; nnint's own models turn it on in their model card).
     ``one_way_corrections``: a correction point, scribble or lasso only adds (positive) or only
     removes (negative) voxels (:func:`nnint.engine.one_way_correction`; off by default, on in
-    nnint's model cards). ``classical_cuts``: after the answer to a negative prompt, also cut the
-    object the way nnint's classical engine does (:meth:`nnint.backends.classical.ClassicalEngine.cut`:
-    what is geodesically closer to the prompt than to the positive clicks, within twice the
-    prompt's depth in the object), so a negative click always removes what it points at even when
-    the network ignores it (session 16; keeps a float32 copy of a 3-D image).
+    nnint's model cards).
     """
 
     def __init__(
@@ -196,8 +191,6 @@ class TorchEngine:
         network: torch.nn.Module | None = None,
         confine_to_box: bool = False,
         one_way_corrections: bool = False,
-        classical_cuts: bool = False,
-        classical_grow: bool = False,
     ) -> None:
         self.device = _device(device)
         if precision not in _PRECISIONS:
@@ -224,12 +217,6 @@ class TorchEngine:
         self.official_fallback_rng = official_fallback_rng
         self.confine_to_box = bool(confine_to_box)
         self.one_way_corrections = bool(one_way_corrections)
-        self._classical = None
-        self.classical_cuts, self.classical_grow = bool(classical_cuts), bool(classical_grow)
-        if classical_cuts or classical_grow:
-            from nnint.backends.classical import ClassicalEngine
-
-            self._classical = ClassicalEngine()
         if isinstance(constants, ZoomConstants):
             self.constants = constants
         elif constants == "scaled":
@@ -336,10 +323,6 @@ class TorchEngine:
             decay=float(self.model_folder.interaction_decay),
             point_radius=float(self.model_folder.point_radius),
         )
-        if self._classical is not None:
-            if array.ndim != 3:
-                raise InvalidImageError("classical_cuts needs a single-channel (z, y, x) image")
-            self._classical.set_image(image if hasattr(image, "array") else Image(np.asarray(array)))
         self._source, self._config, self._plan_cache = source, config, None
 
     # --- prediction --------------------------------------------------------------------------
@@ -401,39 +384,7 @@ class TorchEngine:
         update = self._predict(prompts, mask)
         if update is None:
             return None
-        update = answer_rules(update, mask, prompts, one_way=self.one_way_corrections, confine=self.confine_to_box)
-        newest = prompts[-1]
-        if self.classical_cuts and not newest.positive:
-            update = self._cut(update, mask, prompts)
-        if self.classical_grow and newest.positive and isinstance(newest, (Point, Scribble)) and np.asarray(mask).any():
-            update = self._grow(update, mask, prompts)
-        return update
-
-    def _grow(self, update: MaskUpdate, mask: np.ndarray, prompts: list[Prompt]) -> MaskUpdate:
-        """``update`` united with the classical engine's growth of the newest (positive) correction."""
-        after = (np.asarray(mask) != 0).astype(np.uint8)
-        after[update.slices] = update.values
-        grown = self._classical.predict([InitialMask.from_full_mask(after), prompts[-1]], after)
-        if grown is None:
-            return update
-        after[grown.slices] |= grown.values
-        lo = np.minimum(update.lo, grown.lo)
-        hi = np.maximum(update.hi, grown.hi)
-        return MaskUpdate(tuple(int(v) for v in lo), after[tuple(slice(a, b) for a, b in zip(lo, hi))].copy())
-
-    def _cut(self, update: MaskUpdate, mask: np.ndarray, prompts: list[Prompt]) -> MaskUpdate:
-        """``update`` followed by the classical cut of the newest (negative) prompt."""
-        after = (np.asarray(mask) != 0).astype(np.uint8)
-        after[update.slices] = update.values
-        if not _ignored(prompts[-1], after):
-            return update
-        cut = self._classical.cut(after, prompts[:-1], prompts[-1])
-        if cut is None:
-            return update
-        after[cut.slices] = cut.values
-        lo = np.minimum(update.lo, cut.lo)
-        hi = np.maximum(update.hi, cut.hi)
-        return MaskUpdate(tuple(int(v) for v in lo), after[tuple(slice(a, b) for a, b in zip(lo, hi))].copy())
+        return answer_rules(update, mask, prompts, one_way=self.one_way_corrections, confine=self.confine_to_box)
 
     def _predict(self, prompts: list[Prompt], mask: np.ndarray) -> MaskUpdate | None:
         if self._source is None or self._config is None:
@@ -565,17 +516,3 @@ class TorchEngine:
             return None
         sl = tuple(slice(a - u, b - u) for a, b, u in zip(ilo, ihi, ulo))
         return MaskUpdate(ilo, np.ascontiguousarray(result[sl]))
-
-
-def _ignored(prompt: Prompt, mask: np.ndarray) -> bool:
-    """Whether the answer left most of what a negative prompt marks in the object (the clicked
-    voxel; half or more of a stroke's or a box's voxels)."""
-    if isinstance(prompt, Point):
-        return bool(mask[prompt.index])
-    lo, hi = prompt.bbox
-    region = mask[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] != 0
-    marked = getattr(prompt, "mask", None)
-    if marked is not None:
-        marked = np.asarray(marked, bool)
-        return bool(marked.any()) and region[marked].mean() >= 0.5
-    return bool(region.mean() >= 0.5)
