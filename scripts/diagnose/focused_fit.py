@@ -90,6 +90,43 @@ def references(items: list[dict]) -> tuple[float, float, float]:
     return float(np.mean(foot)), float(np.mean(sized)), float(np.mean(grown))
 
 
+def answers(net: torch.nn.Module, items: list[dict]) -> list[np.ndarray]:
+    net.eval()
+    with torch.inference_mode():
+        out = [(lambda lg: (lg[0, 1] > lg[0, 0]).numpy())(net(torch.cat([it["image"], it["channels"]])[None])) for it in items]
+    net.train()
+    return out
+
+
+def draw(path: str, items: list[dict], rows: list[tuple[str, list[np.ndarray]]], title: str) -> None:
+    """One column per sample (the slice through its first prompt), one row per set of answers:
+    target red, answer yellow, the prompt channels' footprint cyan."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axs = plt.subplots(len(rows), len(items), figsize=(3 * len(items), 3.3 * len(rows)), squeeze=False)
+    for r, (label, preds) in enumerate(rows):
+        for c, (item, pred) in enumerate(zip(items, preds)):
+            target = item["target"].numpy().astype(bool)
+            z = int(np.argwhere((item["channels"].numpy()[1:] > 0).any(0))[:, 0].mean())
+            ax = axs[r, c]
+            ax.imshow(item["image"][0, z].numpy(), cmap="gray")
+            for mask, colour, style in ((target, "r", "solid"), (pred, "y", "solid"),
+                                        ((item["channels"].numpy()[1:] > 0).any(0), "c", "dotted")):
+                if mask[z].any() and not mask[z].all():
+                    ax.contour(mask[z], [0.5], colors=colour, linewidths=1.0, linestyles=style)
+            ax.set_title(f"{label}: target {int(target.sum())}, answer {int(pred.sum())}, Dice {dice(pred, target):.2f}",
+                         fontsize=8)
+            ax.axis("off")
+    fig.suptitle(title + "\nred: target, yellow: the network's answer, cyan dotted: the prompt", fontsize=10)
+    plt.tight_layout(rect=(0, 0, 1, 0.92))
+    plt.subplots_adjust(hspace=0.25)
+    plt.savefig(path, dpi=60)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="model folder to start from (copied; never written)")
@@ -109,6 +146,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write the curve here")
+    ap.add_argument("--png", help="also draw the first 4 held-out samples' answers before and after the fit here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -128,6 +166,8 @@ def main() -> None:
           f"footprint Dice {foot:.3f}, size-oracle ball {sized:.3f}, region growing {grown:.3f}", flush=True)
     stream = ds.TrainSet(cases, cfg, seed=args.seed)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=3e-5)
+    shown = held_out[:4]
+    before = answers(net, shown) if args.png else []
     curve = [{"iteration": 0, "dice": evaluate(net, held_out)}]
     print(f"it 0  held-out Dice {curve[-1]['dice']:.3f}", flush=True)
     t0, index, losses = time.perf_counter(), 0, []
@@ -145,6 +185,9 @@ def main() -> None:
             curve.append({"iteration": it, "dice": evaluate(net, held_out), "loss": float(np.mean(losses[-args.eval_every:]))})
             print(f"it {it}  loss {curve[-1]['loss']:.3f}  held-out Dice {curve[-1]['dice']:.3f}  "
                   f"({(time.perf_counter() - t0) / it:.2f} s/it)", flush=True)
+    if args.png:
+        draw(args.png, shown, [("before", before), (f"it {args.iterations}", answers(net, shown))],
+             f"{args.kind} on targets <= {args.max_voxels} voxels (CNR >= {args.min_cnr}), {args.patch}^3 windows, {args.model}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "footprint_dice": foot, "size_oracle_dice": sized, "region_growing_dice": grown, "curve": curve}, f, indent=1)

@@ -820,9 +820,10 @@ def test_focused_fit_trains_a_copy_on_one_slice(dataset, tmp_path):
     _run_diagnose_script("focused_fit.py", "--model", str(base / "model"), "--data", str(dataset),
                          "--cache", str(tmp_path / "cache"), "--patch", "32", "--iterations", "2",
                          "--eval-every", "1", "--eval-samples", "3", "--max-voxels", "100000", "--threads", "1",
-                         "--json", str(tmp_path / "fit.json"))
+                         "--json", str(tmp_path / "fit.json"), "--png", str(tmp_path / "fit.png"))
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert [c["iteration"] for c in fit["curve"]] == [0, 1, 2]
     assert all(0.0 <= c["dice"] <= 1.0 for c in fit["curve"])
     assert 0.0 <= fit["footprint_dice"] <= 1.0 and 0.0 <= fit["region_growing_dice"] <= 1.0
+    assert (tmp_path / "fit.png").stat().st_size > 0
     assert (base / "model" / "fold_0" / "checkpoint_final.pth").read_bytes() == before  # never written
