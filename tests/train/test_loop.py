@@ -403,6 +403,16 @@ def test_toy_learnability_script_reports_real_and_shuffled_dice():
     assert "held-out Dice" in stdout and "shuffled image" in stdout
 
 
+def test_toy_learnability_starts_from_a_model_folder(dataset, tmp_path):
+    """--init (session 16): the same check from trained weights, with the score before training."""
+    base = tmp_path / "base"
+    train(_cfg(dataset, base, iterations=1), log=lambda s: None)
+    stdout = _run_diagnose_script("toy_learnability.py", "--init", str(base / "model"), "--iterations", "2",
+                                  "--every", "2", "--held-out", "2", "--batch", "1", "--threads", "1")
+    reports = [line.split()[1] for line in stdout.splitlines() if line.startswith("it ")]
+    assert reports == ["0", "2"]
+
+
 def test_weighted_cross_entropy_with_unit_weights_is_the_plain_loss():
     from nnint.train.loop import deep_supervision_loss, dice_ce_loss
 
