@@ -32,6 +32,7 @@ import torch
 from nnint.backends.classical import ClassicalEngine
 from nnint.backends.torch.checkpoint import load_model_folder
 from nnint.backends.torch.network import initialize_weights
+from nnint.evaluate.metrics import dice
 from nnint.image import Image
 from nnint.train import dataset as ds
 from nnint.train.loop import deep_supervision_loss
@@ -50,19 +51,29 @@ def slice_samples(trainset: ds.TrainSet, start: int, count: int, max_voxels: int
     return out, i
 
 
-def dice(pred: np.ndarray, target: np.ndarray) -> float:
-    return 2 * float((pred & target).sum()) / max(1, int(pred.sum() + target.sum()))
-
-
-def evaluate(net: torch.nn.Module, items: list[dict]) -> float:
+def answers(net: torch.nn.Module, items: list[dict]) -> list[np.ndarray]:
+    """The network's answer (bool mask) to each sample's prompts."""
     net.eval()
-    scores = []
+    out = []
     with torch.inference_mode():
         for item in items:
             logits = net(torch.cat([item["image"], item["channels"]])[None])
-            scores.append(dice((logits[0, 1] > logits[0, 0]).numpy(), item["target"].numpy().astype(bool)))
+            out.append((logits[0, 1] > logits[0, 0]).numpy())
     net.train()
-    return float(np.mean(scores))
+    return out
+
+
+def evaluate(net: torch.nn.Module, items: list[dict]) -> float:
+    return float(np.mean([dice(a, target(it)) for a, it in zip(answers(net, items), items)]))
+
+
+def target(item: dict) -> np.ndarray:
+    return item["target"].numpy().astype(bool)
+
+
+def footprint(item: dict) -> np.ndarray:
+    """Where any prompt channel is set (channel 0 is the previous mask)."""
+    return (item["channels"].numpy()[1:] > 0).any(0)
 
 
 def references(items: list[dict]) -> tuple[float, float, float]:
@@ -71,16 +82,14 @@ def references(items: list[dict]) -> tuple[float, float, float]:
     region growing given the same prompt on the same (augmented, normalised) window."""
     foot, sized, grown = [], [], []
     for item in items:
+        t, fp = target(item), footprint(item)
         engine = ClassicalEngine()
         engine.set_image(Image(item["image"][0].numpy()))
-        update = engine.predict(item["prompts"], np.zeros(tuple(item["target"].shape), np.uint8))
-        answer = np.zeros(tuple(item["target"].shape), bool)
+        update = engine.predict(item["prompts"], np.zeros(t.shape, np.uint8))
+        answer = np.zeros(t.shape, bool)
         if update is not None:
-            answer[tuple(slice(a, b) for a, b in zip(update.lo, update.hi))] = update.values > 0
-        grown.append(dice(answer, item["target"].numpy().astype(bool)))
-        t = item["target"].numpy().astype(bool)
-        ch = item["channels"].numpy()
-        fp = (ch[1:] > 0).any(0)  # every prompt channel (channel 0 is the previous mask)
+            answer[update.slices] = update.values > 0
+        grown.append(dice(answer, t))
         foot.append(dice(fp, t))
         centre = np.argwhere(fp).mean(0)
         dist = np.linalg.norm(np.indices(t.shape).reshape(3, -1).T - centre, axis=1)
@@ -88,14 +97,6 @@ def references(items: list[dict]) -> tuple[float, float, float]:
         keep[np.argsort(dist, kind="stable")[: int(t.sum())]] = True
         sized.append(dice(keep.reshape(t.shape), t))
     return float(np.mean(foot)), float(np.mean(sized)), float(np.mean(grown))
-
-
-def answers(net: torch.nn.Module, items: list[dict]) -> list[np.ndarray]:
-    net.eval()
-    with torch.inference_mode():
-        out = [(lambda lg: (lg[0, 1] > lg[0, 0]).numpy())(net(torch.cat([it["image"], it["channels"]])[None])) for it in items]
-    net.train()
-    return out
 
 
 def draw(path: str, items: list[dict], rows: list[tuple[str, list[np.ndarray]]], title: str) -> None:
@@ -109,15 +110,14 @@ def draw(path: str, items: list[dict], rows: list[tuple[str, list[np.ndarray]]],
     fig, axs = plt.subplots(len(rows), len(items), figsize=(3 * len(items), 3.3 * len(rows)), squeeze=False)
     for r, (label, preds) in enumerate(rows):
         for c, (item, pred) in enumerate(zip(items, preds)):
-            target = item["target"].numpy().astype(bool)
-            z = int(np.argwhere((item["channels"].numpy()[1:] > 0).any(0))[:, 0].mean())
+            t, fp = target(item), footprint(item)
+            z = int(np.argwhere(fp)[:, 0].mean())
             ax = axs[r, c]
             ax.imshow(item["image"][0, z].numpy(), cmap="gray")
-            for mask, colour, style in ((target, "r", "solid"), (pred, "y", "solid"),
-                                        ((item["channels"].numpy()[1:] > 0).any(0), "c", "dotted")):
+            for mask, colour, style in ((t, "r", "solid"), (pred, "y", "solid"), (fp, "c", "dotted")):
                 if mask[z].any() and not mask[z].all():
                     ax.contour(mask[z], [0.5], colors=colour, linewidths=1.0, linestyles=style)
-            ax.set_title(f"{label}: target {int(target.sum())}, answer {int(pred.sum())}, Dice {dice(pred, target):.2f}",
+            ax.set_title(f"{label}: target {int(t.sum())}, answer {int(pred.sum())}, Dice {dice(pred, t):.2f}",
                          fontsize=8)
             ax.axis("off")
     fig.suptitle(title + "\nred: target, yellow: the network's answer, cyan dotted: the prompt", fontsize=10)
