@@ -38,16 +38,20 @@ from nnint.train import dataset as ds
 from nnint.train.loop import deep_supervision_loss
 
 
-def slice_samples(trainset: ds.TrainSet, start: int, count: int, max_voxels: int) -> tuple[list[dict], int]:
+def slice_samples(trainset: ds.TrainSet, start: int, count: int, max_voxels: int,
+                  min_growing: float = 0.0) -> tuple[list[dict], int]:
     """``count`` samples of the slice, drawn from ``trainset`` from index ``start`` on (a sample
-    whose target has more than ``max_voxels`` voxels, or that has no prompt, is skipped), and the
-    index to continue from."""
+    whose target has more than ``max_voxels`` voxels, that has no prompt, or on which region
+    growing scores below ``min_growing`` is skipped), and the index to continue from."""
     out, i = [], start
     while len(out) < count:
         item = trainset[i]
         i += 1
-        if item["prompts"] and 0 < int(item["target"].sum()) <= max_voxels:
-            out.append(item)
+        if not item["prompts"] or not 0 < int(item["target"].sum()) <= max_voxels:
+            continue
+        if min_growing > 0 and dice(region_growing(item), target(item)) < min_growing:
+            continue
+        out.append(item)
     return out, i
 
 
@@ -76,6 +80,17 @@ def footprint(item: dict) -> np.ndarray:
     return (item["channels"].numpy()[1:] > 0).any(0)
 
 
+def region_growing(item: dict) -> np.ndarray:
+    """nnint's classical engine's answer to the sample's prompts on the sample's own window."""
+    engine = ClassicalEngine()
+    engine.set_image(Image(item["image"][0].numpy()))
+    update = engine.predict(item["prompts"], np.zeros(tuple(item["target"].shape), np.uint8))
+    answer = np.zeros(tuple(item["target"].shape), bool)
+    if update is not None:
+        answer[update.slices] = update.values > 0
+    return answer
+
+
 def references(items: list[dict]) -> tuple[float, float, float]:
     """Mean Dice of the prompt's footprint; of the window's voxels nearest the prompt, as many as
     the target has (an answer that knows the size but not the shape); and of nnint's classical
@@ -83,13 +98,7 @@ def references(items: list[dict]) -> tuple[float, float, float]:
     foot, sized, grown = [], [], []
     for item in items:
         t, fp = target(item), footprint(item)
-        engine = ClassicalEngine()
-        engine.set_image(Image(item["image"][0].numpy()))
-        update = engine.predict(item["prompts"], np.zeros(t.shape, np.uint8))
-        answer = np.zeros(t.shape, bool)
-        if update is not None:
-            answer[update.slices] = update.values > 0
-        grown.append(dice(answer, t))
+        grown.append(dice(region_growing(item), t))
         foot.append(dice(fp, t))
         centre = np.argwhere(fp).mean(0)
         dist = np.linalg.norm(np.indices(t.shape).reshape(3, -1).T - centre, axis=1)
@@ -136,6 +145,8 @@ def main() -> None:
     ap.add_argument("--kind", default="point", help="first-prompt kind: point, box2d, box3d, scribble, lasso")
     ap.add_argument("--max-voxels", type=int, default=500, help="largest target of the slice")
     ap.add_argument("--min-cnr", type=float, default=0.0, help="only targets at least this visible (as nnint train --min-cnr)")
+    ap.add_argument("--min-region-growing", type=float, default=0.0,
+                    help="only samples on which region growing reaches this Dice (targets an edge follower can find)")
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=600)
     ap.add_argument("--batch", type=int, default=2)
@@ -160,7 +171,8 @@ def main() -> None:
     cfg = ds.sample_config_for(mf, args.patch, first_kinds={args.kind: 1.0}, size_power=-1.0, p_zoom=0.0,
                                p_big=0.0, p_big_click=0.0, p_refine=0.0, p_corrupt_prev=0.0,
                                min_cnr=args.min_cnr)
-    held_out, _ = slice_samples(ds.TrainSet(cases, cfg, seed=10_000 + args.seed), 0, args.eval_samples, args.max_voxels)
+    held_out, _ = slice_samples(ds.TrainSet(cases, cfg, seed=10_000 + args.seed), 0, args.eval_samples, args.max_voxels,
+                                args.min_region_growing)
     foot, sized, grown = references(held_out)
     print(f"held-out slice: {len(held_out)} samples, {args.kind}, targets <= {args.max_voxels} voxels, CNR >= {args.min_cnr}; "
           f"footprint Dice {foot:.3f}, size-oracle ball {sized:.3f}, region growing {grown:.3f}", flush=True)
@@ -172,7 +184,7 @@ def main() -> None:
     print(f"it 0  held-out Dice {curve[-1]['dice']:.3f}", flush=True)
     t0, index, losses = time.perf_counter(), 0, []
     for it in range(1, args.iterations + 1):
-        batch, index = slice_samples(stream, index, args.batch, args.max_voxels)
+        batch, index = slice_samples(stream, index, args.batch, args.max_voxels, args.min_region_growing)
         x = torch.stack([torch.cat([b["image"], b["channels"]]) for b in batch])
         target = torch.stack([b["target"] for b in batch])
         loss = deep_supervision_loss(net.forward_deep_supervision(x), target)
