@@ -821,6 +821,11 @@ def test_focused_fit_references_score_a_clicked_cube():
     assert foot == pytest.approx(2 * inside / (ball + target.sum()))
     assert sized > foot and sized > 0.8  # the cube's own volume around its centre
     assert grown > 0.8  # a cube 20 noise SDs bright is region growing's easy case (smoothing rounds its corners)
+    # --min-region-growing keeps the samples an edge follower finds: the same cube made invisible
+    # (its intensity taken away) is skipped
+    hidden = dict(item, image=torch.from_numpy(image - 2.0 * target)[None])
+    kept, next_index = ff.slice_samples([hidden, item, hidden], 0, 1, 500, min_growing=0.5)
+    assert len(kept) == 1 and kept[0] is item and next_index == 2
 
 
 def test_focused_fit_trains_a_copy_on_one_slice(dataset, tmp_path):
