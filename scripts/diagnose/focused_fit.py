@@ -31,7 +31,7 @@ import torch
 
 from nnint.backends.classical import ClassicalEngine
 from nnint.backends.torch.checkpoint import load_model_folder
-from nnint.backends.torch.network import initialize_weights
+from nnint.backends.torch.network import PromptLikeness, initialize_weights
 from nnint.evaluate.metrics import dice
 from nnint.image import Image
 from nnint.train import dataset as ds
@@ -39,15 +39,16 @@ from nnint.train.loop import deep_supervision_loss
 
 
 def slice_samples(trainset: ds.TrainSet, start: int, count: int, max_voxels: int,
-                  min_growing: float = 0.0) -> tuple[list[dict], int]:
+                  min_growing: float = 0.0, min_voxels: int = 1) -> tuple[list[dict], int]:
     """``count`` samples of the slice, drawn from ``trainset`` from index ``start`` on (a sample
-    whose target has more than ``max_voxels`` voxels, that has no prompt, or on which region
-    growing scores below ``min_growing`` is skipped), and the index to continue from."""
+    whose target has more than ``max_voxels`` or fewer than ``min_voxels`` voxels, that has no
+    prompt, or on which region growing scores below ``min_growing`` is skipped), and the index to
+    continue from."""
     out, i = [], start
     while len(out) < count:
         item = trainset[i]
         i += 1
-        if not item["prompts"] or not 0 < int(item["target"].sum()) <= max_voxels:
+        if not item["prompts"] or not max(1, min_voxels) <= int(item["target"].sum()) <= max_voxels:
             continue
         if min_growing > 0 and dice(region_growing(item), target(item)) < min_growing:
             continue
@@ -136,6 +137,17 @@ def draw(path: str, items: list[dict], rows: list[tuple[str, list[np.ndarray]]],
     plt.close(fig)
 
 
+def add_prompt_likeness(net: torch.nn.Module) -> None:
+    """Give ``net`` the prompt-likeness channels in place, with zero weights on them in the first
+    convolution (as ``nnint train --prompt-likeness --init`` does), so its answers are unchanged."""
+    stem = next(m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv3d))
+    w = stem.weight.detach()
+    # the weight is swapped in place: the module is also listed in its block's Sequential
+    stem.weight = torch.nn.Parameter(torch.cat([w, w.new_zeros((w.shape[0], PromptLikeness.channels, *w.shape[2:]))], 1))
+    stem.in_channels += PromptLikeness.channels
+    net.prompt_likeness = PromptLikeness()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="model folder to start from (copied; never written)")
@@ -144,6 +156,7 @@ def main() -> None:
     ap.add_argument("--redistributable-only", action="store_true")
     ap.add_argument("--kind", default="point", help="first-prompt kind: point, box2d, box3d, scribble, lasso")
     ap.add_argument("--max-voxels", type=int, default=500, help="largest target of the slice")
+    ap.add_argument("--min-voxels", type=int, default=1, help="smallest target of the slice")
     ap.add_argument("--min-cnr", type=float, default=0.0, help="only targets at least this visible (as nnint train --min-cnr)")
     ap.add_argument("--min-region-growing", type=float, default=0.0,
                     help="only samples on which region growing reaches this Dice (targets an edge follower can find)")
@@ -152,6 +165,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--from-scratch", action="store_true", help="re-initialise the weights (same architecture)")
+    ap.add_argument("--prompt-likeness", action="store_true",
+                    help="give the copy the prompt-likeness input channels first (zero stem weights: it starts as the model)")
     ap.add_argument("--eval-samples", type=int, default=60)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -165,14 +180,17 @@ def main() -> None:
     cases = ds.prepare_cases(args.data, args.cache, "train", redistributable_only=args.redistributable_only, log=None)
     mf = load_model_folder(args.model)
     net = copy.deepcopy(mf.build_network("cpu")).train()
+    if args.prompt_likeness and net.prompt_likeness is None:
+        add_prompt_likeness(net)
     if args.from_scratch:
         initialize_weights(net)
-    # only the slice: one first-prompt kind, small targets favoured, nothing zoomed or corrected
-    cfg = ds.sample_config_for(mf, args.patch, first_kinds={args.kind: 1.0}, size_power=-1.0, p_zoom=0.0,
+    # only the slice: one first-prompt kind (small targets favoured unless --min-voxels), nothing zoomed or corrected
+    cfg = ds.sample_config_for(mf, args.patch, first_kinds={args.kind: 1.0},
+                               size_power=-1.0 if args.min_voxels <= 1 else 0.0, p_zoom=0.0,
                                p_big=0.0, p_big_click=0.0, p_refine=0.0, p_corrupt_prev=0.0,
                                min_cnr=args.min_cnr)
     held_out, _ = slice_samples(ds.TrainSet(cases, cfg, seed=10_000 + args.seed), 0, args.eval_samples, args.max_voxels,
-                                args.min_region_growing)
+                                args.min_region_growing, args.min_voxels)
     foot, sized, grown = references(held_out)
     print(f"held-out slice: {len(held_out)} samples, {args.kind}, targets <= {args.max_voxels} voxels, CNR >= {args.min_cnr}; "
           f"footprint Dice {foot:.3f}, size-oracle ball {sized:.3f}, region growing {grown:.3f}", flush=True)
@@ -184,7 +202,8 @@ def main() -> None:
     print(f"it 0  held-out Dice {curve[-1]['dice']:.3f}", flush=True)
     t0, index, losses = time.perf_counter(), 0, []
     for it in range(1, args.iterations + 1):
-        batch, index = slice_samples(stream, index, args.batch, args.max_voxels, args.min_region_growing)
+        batch, index = slice_samples(stream, index, args.batch, args.max_voxels, args.min_region_growing,
+                                     args.min_voxels)
         x = torch.stack([torch.cat([b["image"], b["channels"]]) for b in batch])
         target = torch.stack([b["target"] for b in batch])
         loss = deep_supervision_loss(net.forward_deep_supervision(x), target)

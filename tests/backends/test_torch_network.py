@@ -224,3 +224,46 @@ def test_window_rank_key_must_be_a_bool():
     arch["arch_kwargs"][WINDOW_RANK_KEY] = "yes"
     with pytest.raises(CheckpointError, match=WINDOW_RANK_KEY):
         build_network(arch, 8, 2)
+
+
+# --- nnint's prompt-likeness input channels ----------------------------------------------------
+
+
+def test_prompt_likeness_marks_what_is_alike_to_each_prompt_kind():
+    from nnint.backends.torch.network import PROMPT_LIKENESS_KEY, PromptLikeness
+
+    g = torch.Generator().manual_seed(0)
+    img = 0.01 * torch.randn(1, 1, 16, 16, 16, generator=g)
+    img[..., 4:8, 4:8, 4:8] += 3.0  # a bright cube (noise well under the 0.05 floor of the width)
+    x = torch.cat([img, torch.zeros(1, 7, 16, 16, 16)], 1)
+    x[0, 4, 5:7, 5:7, 5:7] = 1.0  # a positive click in the cube
+    x[0, 5, 12:14, 12:14, 12:14] = 0.98  # a negative click in the background (decayed)
+    x[0, 2, 6:16, 6:16, 6:16] = 1.0  # a box overlapping the cube, but its middle third is background
+    out = PromptLikeness()(x)
+    assert out.shape == (1, 12, 16, 16, 16) and torch.equal(out[:, :8], x)
+    pos, neg, box, prev = out[0, 8:]
+    cube = torch.zeros(16, 16, 16, dtype=torch.bool)
+    cube[4:8, 4:8, 4:8] = True
+    assert pos[cube].min() > 0.3 and pos[~cube].max() < 1e-3
+    assert neg[~cube].mean() > 0.3 and neg[cube].max() < 1e-3
+    assert box[~cube].mean() > 0.3 and box[cube].max() < 1e-3  # the box's middle is background here
+    assert torch.equal(prev, torch.zeros_like(prev))  # no previous mask, no seed: zeros
+    # the network computes the rank first and compares ranks when it has the window-rank channel
+    arch = _ranked_arch()
+    arch["arch_kwargs"][PROMPT_LIKENESS_KEY] = True
+    net = build_network(arch, 8, 2).eval()
+    assert net.encoder.stem.convs[0].conv.weight.shape[1] == 13
+    assert set(net.state_dict()) == set(build_network(small_architecture(), 8, 2).state_dict())
+    with torch.no_grad():
+        assert net(x).shape == (1, 2, 16, 16, 16)
+        ranked = net._input(x)
+    assert ranked.shape[1] == 13 and ranked[0, 9][cube].min() > 0.3
+
+
+def test_prompt_likeness_key_must_be_a_bool():
+    from nnint.backends.torch.network import PROMPT_LIKENESS_KEY
+
+    arch = small_architecture()
+    arch["arch_kwargs"][PROMPT_LIKENESS_KEY] = 1
+    with pytest.raises(CheckpointError, match=PROMPT_LIKENESS_KEY):
+        build_network(arch, 8, 2)

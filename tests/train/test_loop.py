@@ -734,6 +734,26 @@ def test_window_rank_fine_tune_starts_as_the_initial_model(dataset, tmp_path):
     assert mf.build_network("cpu").window_rank is not None
 
 
+def test_prompt_likeness_fine_tune_starts_as_the_initial_model(dataset, tmp_path):
+    """--prompt-likeness (with --window-rank) on --init from a plain model: zero stem slices for the
+    five new channels, in the order the network appends them, so the same logits before training."""
+    from nnint.backends.torch.checkpoint import load_model_folder
+    from nnint.train.loop import _model_setup, build_model
+
+    base = tmp_path / "base"
+    train(_cfg(dataset, base, iterations=1), log=lambda s: None)
+    setup = _model_setup(_cfg(dataset, tmp_path / "ft", init=str(base / "model"), window_rank=True,
+                              prompt_likeness=True))
+    grown = build_model(setup, seed=0).eval()
+    plain = load_model_folder(base / "model").build_network("cpu")
+    assert grown.prompt_likeness is not None and grown.encoder.stem.convs[0].conv.weight.shape[1] == 13
+    x = torch.randn(2, 8, 32, 32, 32)
+    x[:, 1:] = 0
+    x[:, 4, 10:14, 10:14, 10:14] = 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), plain(x), rtol=1e-4, atol=1e-4)
+
+
 def test_correction_rounds_feed_back_the_mask_the_engine_would_show():
     """Training rounds pass the network's answer through the engine's answer rules before the
     simulated user looks at it: a negative click only removes, a positive 3D box confines."""
@@ -826,6 +846,29 @@ def test_focused_fit_references_score_a_clicked_cube():
     hidden = dict(item, image=torch.from_numpy(image - 2.0 * target)[None])
     kept, next_index = ff.slice_samples([hidden, item, hidden], 0, 1, 500, min_growing=0.5)
     assert len(kept) == 1 and kept[0] is item and next_index == 2
+    # --min-voxels skips targets smaller than the slice
+    speck = torch.zeros_like(item["target"])
+    speck[15:17, 15:17, 15:17] = 1  # 8 voxels
+    kept, next_index = ff.slice_samples([dict(item, target=speck), item], 0, 1, 500, min_voxels=216)
+    assert kept[0] is item and next_index == 2
+
+
+def test_focused_fit_prompt_likeness_copy_answers_as_the_model_did(dataset, tmp_path):
+    """--prompt-likeness (session 17) gives the copy four more input channels with zero weights."""
+    from nnint.backends.torch.checkpoint import load_model_folder
+
+    ff = _diagnose_module("focused_fit.py")
+    base = tmp_path / "base"
+    train(_cfg(dataset, base, iterations=1), log=lambda s: None)
+    net = load_model_folder(base / "model").build_network("cpu").eval()
+    grown = load_model_folder(base / "model").build_network("cpu").eval()
+    ff.add_prompt_likeness(grown)
+    x = torch.randn(1, 8, 32, 32, 32)
+    x[:, 1:] = 0
+    x[:, 4, 14:18, 14:18, 14:18] = 1.0
+    with torch.no_grad():
+        assert grown._input(x).shape[1] == net._input(x).shape[1] + 4
+        torch.testing.assert_close(grown(x), net(x))
 
 
 def test_focused_fit_trains_a_copy_on_one_slice(dataset, tmp_path):

@@ -55,6 +55,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-rank", action="store_true",
                    help="add the window-rank input channel (the window's intensity ranks; helps faint soft-tissue "
                         "edges). With --init from a model without it, the fine-tune starts as that model")
+    p.add_argument("--prompt-likeness", action="store_true",
+                   help="add the prompt-likeness input channels (how alike each voxel is to what the positive "
+                        "clicks, negative clicks, box middle and previous mask cover). With --init from a model "
+                        "without them, the fine-tune starts as that model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--supervoxels", action="store_true", help="add supervoxel pseudo-label targets")
     p.add_argument("--redistributable-only", action="store_true",
@@ -121,6 +125,7 @@ def _run(args) -> int:
         log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds, min_cnr=args.min_cnr,
         correction_weight=args.correction_weight,
         boundary_weight=args.boundary_weight, window_rank=args.window_rank,
+        prompt_likeness=args.prompt_likeness,
         cache=args.cache, license=args.license, amp=not args.no_amp,
         redistributable_only=args.redistributable_only, explicit=_explicit(args),
     )

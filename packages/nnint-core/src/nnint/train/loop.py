@@ -165,6 +165,9 @@ class TrainConfig:
     #: session 12). With --init from a model without it, the new channel's stem weights start at
     #: zero, so the fine-tune starts as exactly the initial model
     window_rank: bool = False
+    #: give the network the prompt-likeness input channels
+    #: (:class:`~nnint.backends.torch.network.PromptLikeness`; session 17), zero stem weights as above
+    prompt_likeness: bool = False
     #: decay of the exported weight average per iteration (0: export the last step's weights)
     ema_decay: float = 0.999
     cache: str | None = None
@@ -339,30 +342,36 @@ def _model_setup(cfg: TrainConfig) -> ModelSetup:
                                                               "bbox2d": True, "bbox3d": True})
         setup = ModelSetup(plans, conf, simulate.DEFAULT_DECAY, simulate.DEFAULT_POINT_RADIUS,
                            dict(simulate.LEGACY_MAPPING), 7, default_dataset_json(1), info)
+    from nnint.backends.torch.network import PROMPT_LIKENESS_KEY, WINDOW_RANK_KEY
+
     if cfg.window_rank:
-        _add_window_rank(setup)
+        add_input_channels(setup, WINDOW_RANK_KEY)
+    if cfg.prompt_likeness:
+        add_input_channels(setup, PROMPT_LIKENESS_KEY)
     return setup
 
 
-def _add_window_rank(setup: ModelSetup) -> None:
-    """Switch the architecture's window-rank channel on (in place); initial weights that lack it get
-    a zero slice for the extra input channel, so the network computes what it computed before."""
-    from nnint.backends.torch.network import WINDOW_RANK_KEY, build_network
+def add_input_channels(setup: ModelSetup, key: str) -> None:
+    """Switch one of the architecture's parameter-free input extensions on (arch_kwargs ``key``, in
+    place); initial weights that lack it get zero slices for its extra input channels, appended
+    last as the network appends them, so the network computes what it computed before."""
+    from nnint.backends.torch.network import build_network
 
     arch = _resolved_arch(setup.plans, setup.configuration)
-    if arch["arch_kwargs"].get(WINDOW_RANK_KEY):
+    if arch["arch_kwargs"].get(key):
         return
-    arch["arch_kwargs"][WINDOW_RANK_KEY] = True
+    arch["arch_kwargs"][key] = True
     confs = setup.plans["configurations"]
     confs[setup.configuration] = {**confs[setup.configuration], "architecture": arch}
     if setup.init_weights is None:
         return
     with torch.device("meta"):
         wanted = build_network(arch, 1 + setup.num_channels, 2).state_dict()
-    for key, w in list(setup.init_weights.items()):
-        shape = tuple(wanted[key].shape)
-        if tuple(w.shape) != shape and w.ndim >= 2 and shape == (w.shape[0], w.shape[1] + 1, *w.shape[2:]):
-            setup.init_weights[key] = torch.cat([w, w.new_zeros((w.shape[0], 1, *w.shape[2:]))], 1)
+    for name, w in list(setup.init_weights.items()):
+        shape = tuple(wanted[name].shape)
+        extra = shape[1] - w.shape[1] if w.ndim >= 2 and len(shape) == w.ndim else 0
+        if extra > 0 and shape == (w.shape[0], w.shape[1] + extra, *w.shape[2:]):
+            setup.init_weights[name] = torch.cat([w, w.new_zeros((w.shape[0], extra, *w.shape[2:]))], 1)
 
 
 def _read_text(path: Path) -> str | None:

@@ -30,7 +30,8 @@ from torch import nn
 
 from nnint.errors import CheckpointError
 
-__all__ = ["build_network", "initialize_weights", "UNet", "WindowRank", "WINDOW_RANK_KEY", "SUPPORTED_NETWORK_CLASSES"]
+__all__ = ["build_network", "initialize_weights", "UNet", "WindowRank", "PromptLikeness", "WINDOW_RANK_KEY",
+           "PROMPT_LIKENESS_KEY", "SUPPORTED_NETWORK_CLASSES"]
 
 _PLANS = "plans.json"
 
@@ -382,22 +383,87 @@ class WindowRank(nn.Module):
         return torch.cat([x, rank.reshape(x.shape[0], 1, *x.shape[2:]).to(x.dtype)], 1)
 
 
+class PromptLikeness(nn.Module):
+    """Appends four channels: how alike each voxel's intensity is to what each kind of prompt
+    covers - the positive clicks and scribbles, the negative ones, the middle of the positive box
+    or lasso, and the previous mask. For a seed set with weights ``w`` and intensity mean ``m`` and
+    variance ``v`` over it, a voxel of intensity ``i`` gets ``exp(-(i - m)^2 / (2 (v + 0.05^2)))``;
+    no seed, zeros. ``w`` is the prompt channel's value (decay included) to the power 32: a click
+    weighs its centre voxel, not its 257-voxel stamp (which falls to 0.78 one voxel out, 0.0004
+    after the power), because the stamp is larger than the small targets and would compare
+    with their surround.
+
+    Intensity is the window rank (:class:`WindowRank`'s last channel) when the network has one,
+    else the image channel. The prompt channels are read in the official layout (image, previous
+    mask, +box/lasso, -box/lasso, +point, -point, +scribble, -scribble), the only one nnint trains.
+
+    Why: region growing finds many clicked targets that the CPU-trained network answers with a
+    blob of typical size (docs/training.md, session 16): "same stuff as the click" is one
+    comparison per voxel for region growing, but a long way for a small network to learn from
+    raw intensities. No parameters (no state-dict keys); depends on the network input alone.
+    """
+
+    channels = 4
+    floor = 0.05
+    power = 32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            b = x.shape[0]
+            inten = x[:, -1 if x.shape[1] > 8 else 0].float().reshape(b, -1)
+            box = x[:, 2].float()
+            seeds = [x[:, 4] + x[:, 6], x[:, 5] + x[:, 7], box * self._middle(box > 0), x[:, 1]]
+            out = []
+            for w in seeds:
+                w = w.float().reshape(b, -1).clamp_min(0) ** self.power
+                total = w.sum(1, keepdim=True)
+                mean = (w * inten).sum(1, keepdim=True) / total.clamp_min(1e-6)
+                var = (w * (inten - mean) ** 2).sum(1, keepdim=True) / total.clamp_min(1e-6)
+                like = torch.exp(-0.5 * (inten - mean) ** 2 / (var + self.floor ** 2))
+                out.append(torch.where(total > 1e-3, like, torch.zeros_like(like)))
+            feats = torch.stack(out, 1).reshape(b, self.channels, *x.shape[2:])
+        return torch.cat([x, feats.to(x.dtype)], 1)
+
+    @staticmethod
+    def _middle(inside: torch.Tensor) -> torch.Tensor:
+        """The middle third, along each axis, of each sample's bounding box of ``inside``."""
+        keep = torch.ones_like(inside)
+        for axis in range(1, inside.ndim):
+            others = tuple(a for a in range(1, inside.ndim) if a != axis)
+            occupied = inside.any(dim=others) if others else inside
+            n = occupied.shape[1]
+            idx = torch.arange(n, device=inside.device).expand_as(occupied)
+            lo = torch.where(occupied, idx, n).amin(1, keepdim=True)
+            hi = torch.where(occupied, idx, -1).amax(1, keepdim=True)
+            third = (hi - lo) // 3
+            sel = (idx >= lo + third) & (idx <= hi - third)
+            shape = [inside.shape[0]] + [n if a == axis else 1 for a in range(1, inside.ndim)]
+            keep = keep & sel.reshape(shape)
+        return keep & inside
+
+
 class UNet(nn.Module):
     """Encoder + decoder; top-level keys ``encoder.*`` and ``decoder.*`` as in nnU-Net.
 
-    ``window_rank``: nnint's extension (arch_kwargs ``nnint_window_rank``), see :class:`WindowRank`;
-    the encoder then takes one more input channel than the network is fed.
+    nnint's extensions, both parameter-free input channels appended before the encoder (so it
+    takes more input channels than the network is fed): ``window_rank`` (arch_kwargs
+    ``nnint_window_rank``, one channel, :class:`WindowRank`) and ``prompt_likeness`` (arch_kwargs
+    ``nnint_prompt_likeness``, four channels, :class:`PromptLikeness`).
     """
 
-    def __init__(self, encoder: _Encoder, decoder: Decoder, network_class_name: str, window_rank: bool = False) -> None:
+    def __init__(self, encoder: _Encoder, decoder: Decoder, network_class_name: str, window_rank: bool = False,
+                 prompt_likeness: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.network_class_name = network_class_name
         self.window_rank = WindowRank() if window_rank else None
+        self.prompt_likeness = PromptLikeness() if prompt_likeness else None
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.window_rank is None else self.window_rank(x)
+        if self.window_rank is not None:
+            x = self.window_rank(x)
+        return x if self.prompt_likeness is None else self.prompt_likeness(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``[B, C_in, *spatial]`` -> logits ``[B, num_classes, *spatial]``."""
@@ -459,6 +525,7 @@ _KEYS = {
 }
 # nnint's own extension (nnU-Net rejects it, rightly: it cannot run such a model): see WindowRank
 WINDOW_RANK_KEY = "nnint_window_rank"
+PROMPT_LIKENESS_KEY = "nnint_prompt_likeness"
 
 
 def build_network(arch: dict, input_channels: int, num_classes: int) -> UNet:
@@ -493,7 +560,7 @@ def build_network(arch: dict, input_channels: int, num_classes: int) -> UNet:
             "plans.json architecture has no 'arch_kwargs' object.", file=_PLANS, key="architecture.arch_kwargs"
         )
     for k, v in kw.items():
-        if k not in _KEYS[short] and k != WINDOW_RANK_KEY:
+        if k not in _KEYS[short] and k not in (WINDOW_RANK_KEY, PROMPT_LIKENESS_KEY):
             raise CheckpointError(
                 f"Unsupported arch_kwargs entry {k}={v!r} for {short}.",
                 file=_PLANS,
@@ -508,12 +575,11 @@ def build_network(arch: dict, input_channels: int, num_classes: int) -> UNet:
             )
     if not isinstance(input_channels, int) or input_channels < 1 or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"input_channels and num_classes must be positive ints, got {input_channels}, {num_classes}")
-    rank = kw.get(WINDOW_RANK_KEY, False)
-    if not isinstance(rank, bool):
-        raise CheckpointError(
-            f"{WINDOW_RANK_KEY} must be true or false, got {rank!r}.", file=_PLANS, key=f"architecture.arch_kwargs.{WINDOW_RANK_KEY}"
-        )
-    c_in = input_channels + int(rank)
+    rank, likeness = kw.get(WINDOW_RANK_KEY, False), kw.get(PROMPT_LIKENESS_KEY, False)
+    for key, value in ((WINDOW_RANK_KEY, rank), (PROMPT_LIKENESS_KEY, likeness)):
+        if not isinstance(value, bool):
+            raise CheckpointError(f"{key} must be true or false, got {value!r}.", file=_PLANS, key=f"architecture.arch_kwargs.{key}")
+    c_in = input_channels + int(rank) + PromptLikeness.channels * int(likeness)
 
     conv, ndim = _resolve_op(kw["conv_op"], _CONV_OPS, "conv_op", optional=False)
     norm = _resolve_op(kw.get("norm_op"), _NORM_OPS, "norm_op", optional=True)
@@ -582,4 +648,4 @@ def build_network(arch: dict, input_channels: int, num_classes: int) -> UNet:
             )
         convs = _per_stage(kw["n_conv_per_stage"], n, "n_conv_per_stage")
         encoder = PlainEncoder(ops, c_in, features, kernels, strides, convs)
-    return UNet(encoder, Decoder(encoder, num_classes, dec), short, window_rank=rank)
+    return UNet(encoder, Decoder(encoder, num_classes, dec), short, window_rank=rank, prompt_likeness=likeness)
