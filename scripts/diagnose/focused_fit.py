@@ -145,7 +145,7 @@ def add_prompt_likeness(net: torch.nn.Module) -> None:
     # the weight is swapped in place: the module is also listed in its block's Sequential
     stem.weight = torch.nn.Parameter(torch.cat([w, w.new_zeros((w.shape[0], PromptLikeness.channels, *w.shape[2:]))], 1))
     stem.in_channels += PromptLikeness.channels
-    net.prompt_likeness = PromptLikeness()
+    net.prompt_likeness = PromptLikeness(ranked=net.window_rank is not None)
 
 
 def main() -> None:

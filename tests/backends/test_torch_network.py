@@ -239,7 +239,7 @@ def test_prompt_likeness_marks_what_is_alike_to_each_prompt_kind():
     x[0, 4, 5:7, 5:7, 5:7] = 1.0  # a positive click in the cube
     x[0, 5, 12:14, 12:14, 12:14] = 0.98  # a negative click in the background (decayed)
     x[0, 2, 6:16, 6:16, 6:16] = 1.0  # a box overlapping the cube, but its middle third is background
-    out = PromptLikeness()(x)
+    out = PromptLikeness()(x)  # no rank: compares the image channel
     assert out.shape == (1, 12, 16, 16, 16) and torch.equal(out[:, :8], x)
     pos, neg, box, prev = out[0, 8:]
     cube = torch.zeros(16, 16, 16, dtype=torch.bool)

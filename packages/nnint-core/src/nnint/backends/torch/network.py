@@ -393,7 +393,7 @@ class PromptLikeness(nn.Module):
     after the power), because the stamp is larger than the small targets and would compare
     with their surround.
 
-    Intensity is the window rank (:class:`WindowRank`'s last channel) when the network has one,
+    Intensity is the window rank (:class:`WindowRank`'s channel, appended last) with ``ranked``,
     else the image channel. The prompt channels are read in the official layout (image, previous
     mask, +box/lasso, -box/lasso, +point, -point, +scribble, -scribble), the only one nnint trains.
 
@@ -407,10 +407,14 @@ class PromptLikeness(nn.Module):
     floor = 0.05
     power = 32
 
+    def __init__(self, ranked: bool = False) -> None:
+        super().__init__()
+        self.intensity_channel = -1 if ranked else 0  # WindowRank appends its channel last
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             b = x.shape[0]
-            inten = x[:, -1 if x.shape[1] > 8 else 0].float().reshape(b, -1)
+            inten = x[:, self.intensity_channel].float().reshape(b, -1)
             box = x[:, 2].float()
             seeds = [x[:, 4] + x[:, 6], x[:, 5] + x[:, 7], box * self._middle(box > 0), x[:, 1]]
             out = []
@@ -458,7 +462,7 @@ class UNet(nn.Module):
         self.decoder = decoder
         self.network_class_name = network_class_name
         self.window_rank = WindowRank() if window_rank else None
-        self.prompt_likeness = PromptLikeness() if prompt_likeness else None
+        self.prompt_likeness = PromptLikeness(ranked=window_rank) if prompt_likeness else None
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         if self.window_rank is not None:
