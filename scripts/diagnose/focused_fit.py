@@ -31,11 +31,11 @@ import torch
 
 from nnint.backends.classical import ClassicalEngine
 from nnint.backends.torch.checkpoint import load_model_folder
-from nnint.backends.torch.network import PromptLikeness, initialize_weights
+from nnint.backends.torch.network import PROMPT_LIKENESS_KEY, build_network, initialize_weights
 from nnint.evaluate.metrics import dice
 from nnint.image import Image
 from nnint.train import dataset as ds
-from nnint.train.loop import deep_supervision_loss
+from nnint.train.loop import deep_supervision_loss, widened_weights
 
 
 def slice_samples(trainset: ds.TrainSet, start: int, count: int, max_voxels: int,
@@ -137,15 +137,14 @@ def draw(path: str, items: list[dict], rows: list[tuple[str, list[np.ndarray]]],
     plt.close(fig)
 
 
-def add_prompt_likeness(net: torch.nn.Module) -> None:
-    """Give ``net`` the prompt-likeness channels in place, with zero weights on them in the first
-    convolution (as ``nnint train --prompt-likeness --init`` does), so its answers are unchanged."""
-    stem = next(m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv3d))
-    w = stem.weight.detach()
-    # the weight is swapped in place: the module is also listed in its block's Sequential
-    stem.weight = torch.nn.Parameter(torch.cat([w, w.new_zeros((w.shape[0], PromptLikeness.channels, *w.shape[2:]))], 1))
-    stem.in_channels += PromptLikeness.channels
-    net.prompt_likeness = PromptLikeness(ranked=net.window_rank is not None)
+def with_prompt_likeness(mf) -> torch.nn.Module:
+    """The network of model folder ``mf`` with the prompt-likeness channels added and zero weights
+    on them (as ``nnint train --prompt-likeness --init`` does), so its answers are unchanged."""
+    arch = copy.deepcopy(mf.architecture)
+    arch["arch_kwargs"][PROMPT_LIKENESS_KEY] = True
+    net = build_network(arch, mf.num_input_channels, mf.num_classes)
+    net.load_state_dict(widened_weights(dict(mf.network_weights), net.state_dict()))
+    return net
 
 
 def main() -> None:
@@ -179,9 +178,7 @@ def main() -> None:
 
     cases = ds.prepare_cases(args.data, args.cache, "train", redistributable_only=args.redistributable_only, log=None)
     mf = load_model_folder(args.model)
-    net = copy.deepcopy(mf.build_network("cpu")).train()
-    if args.prompt_likeness and net.prompt_likeness is None:
-        add_prompt_likeness(net)
+    net = (with_prompt_likeness(mf) if args.prompt_likeness else copy.deepcopy(mf.build_network("cpu"))).train()
     if args.from_scratch:
         initialize_weights(net)
     # only the slice: one first-prompt kind (small targets favoured unless --min-voxels), nothing zoomed or corrected

@@ -860,9 +860,8 @@ def test_focused_fit_prompt_likeness_copy_answers_as_the_model_did(dataset, tmp_
     ff = _diagnose_module("focused_fit.py")
     base = tmp_path / "base"
     train(_cfg(dataset, base, iterations=1), log=lambda s: None)
-    net = load_model_folder(base / "model").build_network("cpu").eval()
-    grown = load_model_folder(base / "model").build_network("cpu").eval()
-    ff.add_prompt_likeness(grown)
+    mf = load_model_folder(base / "model")
+    net, grown = mf.build_network("cpu").eval(), ff.with_prompt_likeness(mf).eval()
     x = torch.randn(1, 8, 32, 32, 32)
     x[:, 1:] = 0
     x[:, 4, 14:18, 14:18, 14:18] = 1.0

@@ -367,11 +367,20 @@ def add_input_channels(setup: ModelSetup, key: str) -> None:
         return
     with torch.device("meta"):
         wanted = build_network(arch, 1 + setup.num_channels, 2).state_dict()
-    for name, w in list(setup.init_weights.items()):
+    setup.init_weights = widened_weights(setup.init_weights, wanted)
+
+
+def widened_weights(weights: dict, wanted: dict) -> dict:
+    """``weights`` with every tensor that has fewer input channels than its ``wanted`` counterpart
+    (a state dict, or one built on the meta device) given zero slices for the missing ones,
+    appended last: a network that appends input channels then computes what it computed without."""
+    out = dict(weights)
+    for name, w in weights.items():
         shape = tuple(wanted[name].shape)
         extra = shape[1] - w.shape[1] if w.ndim >= 2 and len(shape) == w.ndim else 0
         if extra > 0 and shape == (w.shape[0], w.shape[1] + extra, *w.shape[2:]):
-            setup.init_weights[name] = torch.cat([w, w.new_zeros((w.shape[0], extra, *w.shape[2:]))], 1)
+            out[name] = torch.cat([w, w.new_zeros((w.shape[0], extra, *w.shape[2:]))], 1)
+    return out
 
 
 def _read_text(path: Path) -> str | None:
