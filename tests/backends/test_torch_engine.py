@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import maximum_filter, minimum_filter
 
-from nnint.backends.torch import refine, zoom
+from nnint.backends.torch import magnify, refine, zoom
 from nnint.backends.torch.architectures import SMALL_CONFIGURATION, small_plans
 from nnint.backends.torch.checkpoint import load_model_folder, write_model_folder
-from nnint.backends.torch.engine import TorchEngine, ZoomConstants, prediction_center
+from nnint.backends.torch.engine import TorchEngine, ZoomConstants, next_zoom, prediction_center, start_zoom
 from nnint.backends.torch.network import build_network
 from nnint.backends.torch.rasterise import RasterConfig, build_plan, feed, rasterise
 from nnint.errors import DeviceError, InvalidImageError, InvalidMaskError, UnsupportedPromptError
@@ -683,3 +683,131 @@ def test_one_way_corrections_keep_a_negative_click_from_growing_the_object(folde
         assert m[20, 20, 12] == 0
         # the network's rim grows the object everywhere; one way, a negative click only removes
         assert bool((m & ~mask).any()) != one_way
+
+
+# ---------------------------------------------------------------------------------------------
+# magnified windows (engine option ``magnify``)
+# ---------------------------------------------------------------------------------------------
+
+MAG_MAPPING = {"prev_seg": 0, "points": (3, 4), "scribble": (5, 6), "bbox2d": (1, 2), "bbox3d": (1, 2)}
+MAG_SUPPORTED = {"points": True, "scribble": True, "lasso": False, "bbox2d": True, "bbox3d": True}
+
+
+def _config(shape, decay=0.98):
+    return RasterConfig(shape=shape, channel_mapping=MAG_MAPPING, num_interaction_channels=7,
+                        supported=MAG_SUPPORTED, decay=decay, point_radius=4)
+
+
+def test_start_zoom_and_ladder():
+    patch = (96, 96, 96)
+    assert start_zoom(Point((5, 5, 5)), 1.0, patch, 1.0, ((0, 0, 0), (3, 3, 3))) == 1.0  # magnify 1: official
+    # a first point says nothing about size: official; a correction: the object as it stands
+    assert start_zoom(Point((5, 5, 5)), 1.0, patch, 3.0) == 1.0
+    assert start_zoom(Point((5, 5, 5)), 1.0, patch, 3.0, ((4, 4, 4), (10, 8, 6))) == pytest.approx((6 + 32) / 96)
+    assert start_zoom(Point((5, 5, 5)), 1.0, patch, 3.0, ((5, 5, 5), (6, 6, 6))) == pytest.approx(33 / 96)
+    assert start_zoom(Point((5, 5, 5)), 1.0, patch, 3.0, ((0, 0, 0), (16, 8, 6))) == 1.0  # patch / 6 across
+    assert start_zoom(Point((30, 5, 5)), 1.0, patch, 3.0, ((4, 4, 4), (10, 8, 6))) == 1.0  # the click far out
+    # a small box (under patch / 6 = 16 across): the official window without its floor of 1
+    assert start_zoom(Box((0, 0, 0), (10, 12, 8)), 1.0, patch, 3.0) == pytest.approx((12 + 32) / 96)
+    assert start_zoom(Box((0, 0, 0), (2, 2, 2)), 1.0, patch, 3.0) == pytest.approx(34 / 96)
+    assert start_zoom(Box((0, 0, 0), (2, 2, 2)), 1.0, patch, 2.0) == 0.5  # at most 2x
+    assert start_zoom(Box((0, 0, 0), (10, 90, 8)), 1.27, patch, 3.0) == 1.27  # large: official
+    crop = np.zeros((1, 6, 6), np.uint8)
+    crop[0, 1:4, 2] = 1
+    assert start_zoom(Scribble(crop, (3, 3, 3)), 1.0, patch, 2.0) == pytest.approx(0.5)  # 3 across: at most 2x
+    # a small scribble on a large object: the object's extent decides
+    assert start_zoom(Scribble(crop, (3, 3, 3)), 1.0, patch, 2.0, ((0, 0, 0), (90, 9, 9))) == 1.0
+    ladder = [1 / 3]
+    while ladder[-1] < 4.0:
+        ladder.append(next_zoom(ladder[-1]))
+    assert ladder == pytest.approx([1 / 3, 0.5, 0.75, 1.0, 1.5, 2.25, 3.375, 4.0])
+    assert next_zoom(1.0) == 1.5  # the official steps from 1 on
+
+
+def test_point_keeps_its_patch_footprint_on_the_fine_grid():
+    shape = (40, 40, 40)
+    plan = build_plan([Point((20, 21, 22)), Point((30, 30, 30), False)], _config(shape))
+    win_lo, size, patch = (12, 13, 14), (16, 16, 16), (48, 48, 48)  # 3x
+    fine = magnify.magnified_plan(plan, win_lo, size, patch, 4)
+    out = rasterise(fine, (0, 0, 0), patch)
+    pos = out[MAG_MAPPING["points"][0]]
+    assert np.count_nonzero(pos) == 257  # the full kernel, not a 3x ball
+    peak = np.unravel_index(int(np.argmax(pos)), pos.shape)
+    # the fine voxel holding the centre of native voxel (20, 21, 22): floor((c - lo + 0.5) * 3)
+    assert peak == (25, 25, 25)
+    # the older positive point decays against the newer negative one as on the image grid
+    native = rasterise(plan, (0, 0, 0), shape)
+    assert pos.max() == native[MAG_MAPPING["points"][0]].max()
+    # the negative point (30, 30, 30) lies outside the window: nothing written, plan intensity kept
+    assert not out[MAG_MAPPING["points"][1]].any() and fine.intensity == plan.intensity
+
+
+def test_boxes_and_scribbles_are_nearest_resampled_with_renormalisations_kept():
+    shape = (30, 30, 30)
+    crop = np.zeros((1, 7, 9), np.uint8)
+    crop[0, 2:6, 1:8] = 1
+    crop[0, 4, 4] = 0
+    prompts = [Box((8, 9, 10), (14, 20, 18)), Scribble(crop, (12, 6, 7), positive=False)]
+    prompts += [Box((0, 0, 0), (2, 2, 2))] * 3  # outside the window
+    prompts += [Box((1, 1, 1), (3, 4, 5)), Box((9, 11, 12), (10, 15, 16), positive=False)] * 8
+    plan = build_plan(prompts, _config(shape, decay=0.5))  # 1/0.5^21 > 65504: renormalised
+    assert plan.renorms
+    win_lo, size, patch = (5, 6, 7), (12, 12, 12), (36, 36, 36)
+    fine = rasterise(magnify.magnified_plan(plan, win_lo, size, patch, 4), (0, 0, 0), patch)
+    native = rasterise(plan, win_lo, [a + s for a, s in zip(win_lo, size)])
+    want = native.repeat(3, axis=1).repeat(3, axis=2).repeat(3, axis=3)
+    assert np.array_equal(fine, want)
+
+
+def test_shrink_keeps_voxels_at_least_half_covered():
+    pred = np.zeros((6, 6, 6), np.uint8)
+    pred[:3, :3, :3] = 1  # one whole coarse voxel at 3x
+    pred[3:, 3:, 3:5] = 1  # 18 of 27: kept
+    pred[:3, 3:, :1] = 1  # 9 of 27: dropped
+    out = magnify.shrink(pred, (2, 2, 2))
+    assert out.dtype == np.uint8 and out.tolist() == [[[1, 0], [0, 0]], [[0, 0], [0, 1]]]
+
+
+def test_a_correction_on_a_small_object_is_answered_magnified(folder):
+    arr = image()
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[20, 24, 20:23] = 1  # a 3-voxel object so far
+    prompts = [Point((20, 24, 21)), Point((20, 24, 22))]
+    answers = {}
+    for m in (1, 3):
+        # a follower that keeps the whole 9^3 point footprint (kernel > 0.05)
+        eng = follower_engine(folder, magnify=m, network=PromptFollower(mapping=folder.channel_mapping, threshold=0.05))
+        eng.set_image(arr)
+        upd = eng.predict(prompts, mask)
+        answers[m] = apply(mask, upd)
+    # PATCH 32: the object, 3 voxels across, gets a window of 3 + PATCH // 3
+    assert eng.last_run["zooms"] == pytest.approx([13 / 32])
+    assert upd.values.shape == (13, 13, 13)
+    # the footprint is a fixed number of patch voxels: at 32/13 x only a few image voxels
+    assert answers[1].sum() > 200 and 3 <= answers[3].sum() <= 60 and answers[3][20, 24, 20:23].all()
+    # a first click on an empty mask keeps the official zoom
+    eng.predict(prompts[:1], np.zeros_like(mask))
+    assert eng.last_run["zooms"] == [1.0]
+
+
+def test_the_ladder_ends_in_the_official_answer_for_large_objects(folder):
+    arr = image((64, 64, 64))
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[32, 32, 31:34] = 1  # small so far: the correction starts magnified ...
+    s = Scribble(np.ones((30, 60, 60), np.uint8), (17, 2, 2))  # ... but the object fills the image
+    prompts = [s, Point((32, 32, 32))]
+    official = follower_engine(folder)
+    official.set_image(arr)
+    want = official.predict(prompts, mask)
+    eng = follower_engine(folder, magnify=3)
+    eng.set_image(arr)
+    got = eng.predict(prompts, mask)
+    z0 = (3 + PATCH // 3) / PATCH
+    assert eng.last_run["zooms"] == pytest.approx([z0, z0 * 1.5, z0 * 2.25] + official.last_run["zooms"])
+    assert got.lo == want.lo and np.array_equal(got.values, want.values)
+
+
+@pytest.mark.parametrize("bad", [0.5, 0, float("nan"), -2])
+def test_magnify_must_be_at_least_one(folder, bad):
+    with pytest.raises(ValueError, match="magnify"):
+        follower_engine(folder, magnify=bad)
