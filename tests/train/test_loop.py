@@ -326,6 +326,21 @@ def test_sample_dice_script_scores_a_model_on_training_samples(dataset, tmp_path
     assert sum(r["n"] for r in rows if r["kind"] == "all" and r["size"] != "all") == 6
 
 
+def test_magnified_crops_script_scores_every_zoom_per_target(dataset, tmp_path):
+    """scripts/diagnose/magnified_crops.py: the size-prior check behind the engine's ``magnify``."""
+    out = tmp_path / "run"
+    train(_cfg(dataset, out, iterations=1), log=lambda s: None)
+    lines = tmp_path / "crops.jsonl"
+    _run_diagnose_script("magnified_crops.py", "--model", str(out / "model"), "--data", str(dataset),
+                         "--zooms", "1,2", "--max-voxels", "100000", "--structures", "2", "--clicks", "2",
+                         "--out", str(lines))
+    rows = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["case"].endswith("c4") for r in rows)  # the dev case only
+    for r in rows:
+        assert len(r["z1"]) == 3 and len(r["z2"]) == 3
+        assert all(0.0 <= d <= 1.0 for d in r["z1"] + r["z2"])
+
+
 def _nan_loss_for(monkeypatch, calls: set[int]) -> None:
     """Make the training loss NaN on the given (1-based) loss evaluations."""
     from nnint.train import loop
