@@ -2,8 +2,8 @@
 
 nnInteractive's AutoZoom only ever zooms *out* (window larger than the patch). A network that
 has learnt a typical object size behind a click answers a 3-voxel speck with a blob of that size;
-shown the same speck magnified 3x, it answers the speck (docs/training.md, session 18: a first
-click on dev targets under 50 voxels 0.03 -> 0.31 Dice, after 5 clicks 0.25 -> 0.69). With the
+shown the same speck magnified 3x, it answers at the speck's scale (docs/training.md, session 18:
+dev targets under 50 voxels, first click 0.04 -> 0.29 Dice, after 5 clicks 0.27 -> 0.70). With the
 engine option ``magnify`` the ladder starts *below* zoom 1: the window is ``patch * zoom`` voxels
 of the image, trilinearly upsampled to the patch, and AutoZoom steps out from there as usual.
 
@@ -30,8 +30,6 @@ from nnint.backends.torch import zoom as _zoom
 from nnint.backends.torch.rasterise import RasterOp, RasterPlan, feed, point_kernel, rasterise_written
 
 __all__ = ["build_magnified_input", "magnified_plan", "shrink"]
-
-Index3 = tuple[int, int, int]
 
 
 def _fine_index(native: np.ndarray | int, win_lo: int, scale: float) -> np.ndarray:
