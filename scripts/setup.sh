@@ -15,6 +15,13 @@ want=$(cat pyproject.toml packages/*/pyproject.toml examples/*/pyproject.toml sc
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
+# The two environments take about 3.5 GB (.venv 1.5 GB, .venv-official 1.9 GB); say so plainly
+# instead of failing halfway through pip with OSError 28 (CI, session 18: a disk left at 1.3 GB).
+free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [ "${free_kb:-0}" -lt 3700000 ]; then
+  echo "[setup] only $((free_kb / 1024)) MB free on $(df -P . | awk 'NR == 2 {print $6}'); the environments need about 3.5 GB. Free some space (old clones, caches) and rerun." >&2
+  exit 1
+fi
 # No pip cache: a CI machine once ran out of disk while pip wrote its download cache beside the
 # install (OSError 28 during the SimpleITK download); the cache doubles what the install writes.
 export PIP_NO_CACHE_DIR=1
