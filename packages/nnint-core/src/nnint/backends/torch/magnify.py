@@ -37,11 +37,6 @@ def _fine_index(native: np.ndarray | int, win_lo: int, scale: float) -> np.ndarr
     return np.floor((np.asarray(native) - win_lo + 0.5) * scale).astype(np.int64)
 
 
-def _native_of_fine(n_fine: int, win_lo: int, scale: float) -> np.ndarray:
-    """The native voxel each fine voxel ``0 .. n_fine - 1`` lies in (nearest resampling)."""
-    return win_lo + np.floor((np.arange(n_fine) + 0.5) / scale).astype(np.int64)
-
-
 def magnified_plan(
     plan: RasterPlan, win_lo: Sequence[int], size: Sequence[int], patch: Sequence[int], point_radius: float
 ) -> RasterPlan:
@@ -75,7 +70,8 @@ def magnified_plan(
         else:  # a scribble or lasso crop: nearest resampling
             idx, lo, hi = [], [], []
             for ax in range(3):
-                nat = _native_of_fine(int(patch[ax]), int(win_lo[ax]), scale[ax])
+                # the same nearest rule as the prev_seg channel (zoom.zoomed_nearest)
+                nat = _zoom.nearest_index(int(size[ax]), int(patch[ax])) + int(win_lo[ax])
                 inside = np.flatnonzero((nat >= op.lo[ax]) & (nat < op.hi[ax]))
                 if inside.size == 0:
                     lo.append(0)
