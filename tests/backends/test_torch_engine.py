@@ -811,3 +811,34 @@ def test_the_ladder_ends_in_the_official_answer_for_large_objects(folder):
 def test_magnify_must_be_at_least_one(folder, bad):
     with pytest.raises(ValueError, match="magnify"):
         follower_engine(folder, magnify=bad)
+
+
+def test_intensity_veto_cuts_a_spilling_answer_back_to_the_object(folder):
+    arr = image((40, 48, 44))
+    sl = (slice(14, 27), slice(18, 31), slice(14, 27))
+    arr[sl] += 200.0  # a bright 13^3 object in tissue of 100 +- 20
+    obj = np.zeros(arr.shape, bool)
+    obj[sl] = True
+    mask = np.zeros(arr.shape, np.uint8)
+    answers = {}
+    for w in (0.0, 1.0):
+        # a follower that keeps the whole 9^3 point footprint, which a click 2 voxels inside the
+        # object's face pushes 2-4 voxels out of it
+        eng = follower_engine(
+            folder, intensity_veto=w, network=PromptFollower(mapping=folder.channel_mapping, threshold=0.05)
+        )
+        eng.set_image(arr)
+        answers[w] = apply(mask, eng.predict([Point((20, 24, 25))], mask)).astype(bool)
+    official, vetoed = answers[0.0], answers[1.0]
+    assert (official & ~obj).sum() > 50
+    assert not (vetoed & ~official).any()  # only removes
+    assert (vetoed & obj).sum() == (official & obj).sum()  # the object's voxels stay
+    # what stays outside is the first layer (the 3^3 smoothing's partial-volume halo)
+    assert (vetoed & ~obj).sum() < 0.7 * (official & ~obj).sum()
+    assert not vetoed[:, :, 28:].any() and official[:, :, 28:].any()
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_intensity_veto_must_not_be_negative(folder, bad):
+    with pytest.raises(ValueError, match="intensity_veto"):
+        follower_engine(folder, intensity_veto=bad)

@@ -26,6 +26,7 @@ import attrs
 import numpy as np
 import torch
 
+from nnint.backends.torch import evidence as _evidence
 from nnint.backends.torch import magnify as _magnify
 from nnint.backends.torch import refine as _refine
 from nnint.backends.torch import zoom as _zoom
@@ -230,6 +231,9 @@ class TorchEngine:
     ``magnify``: the largest magnification AutoZoom may start at (1: never, as in the official
     package; nnint's own models set it in their model card), see :func:`start_zoom` and
     :mod:`nnint.backends.torch.magnify`.
+    ``intensity_veto``: the weight of :func:`nnint.backends.torch.evidence.intensity_veto`, which
+    drops predicted voxels whose intensity the predicted object does not have (0: off, as in the
+    official package; nnint's own models set it in their model card).
     """
 
     def __init__(
@@ -249,6 +253,7 @@ class TorchEngine:
         confine_to_box: bool = False,
         one_way_corrections: bool = False,
         magnify: float = 1.0,
+        intensity_veto: float = 0.0,
     ) -> None:
         self.device = _device(device)
         if precision not in _PRECISIONS:
@@ -258,6 +263,8 @@ class TorchEngine:
             raise DeviceError("precision 'fp16' needs a CUDA device; on the CPU use 'fp32' or 'bf16'")
         if not float(magnify) >= 1.0:
             raise ValueError(f"magnify must be a number >= 1 (1 = no magnification), got {magnify!r}")
+        if not float(intensity_veto) >= 0.0:
+            raise ValueError(f"intensity_veto must be a number >= 0 (0 = off), got {intensity_veto!r}")
         if gap_fill not in ("old", "coarse"):
             raise ValueError(f"gap_fill must be 'old' or 'coarse', got {gap_fill!r}")
         mf = model_folder
@@ -278,6 +285,7 @@ class TorchEngine:
         self.confine_to_box = bool(confine_to_box)
         self.one_way_corrections = bool(one_way_corrections)
         self.magnify = float(magnify)
+        self.intensity_veto = float(intensity_veto)
         if isinstance(constants, ZoomConstants):
             self.constants = constants
         elif constants == "scaled":
@@ -410,8 +418,11 @@ class TorchEngine:
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _forward(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        """One forward pass; returns the argmax as uint8 (patch shape), ties -> background."""
+    def _forward(self, x: torch.Tensor | np.ndarray, valid=None) -> np.ndarray:
+        """One forward pass; returns the argmax as uint8 (patch shape), ties -> background.
+
+        ``valid``: the patch slices that show the image (see :func:`_evidence.valid_region`),
+        used by the intensity veto."""
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
         x = x.to(self.device, non_blocking=True)
@@ -419,8 +430,12 @@ class TorchEngine:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with self._autocast():
             logits = self.network(x)
-        # argmax over two classes with ties -> background (class 0), without a strided reduction
-        pred = logits[0, 1] > logits[0, 0]
+        if self.intensity_veto > 0:
+            diff = logits[0, 1].float() - logits[0, 0].float()
+            pred = _evidence.intensity_veto(x[0, 0], diff, self.intensity_veto, valid=valid) > 0
+        else:
+            # argmax over two classes with ties -> background (class 0), without a strided reduction
+            pred = logits[0, 1] > logits[0, 0]
         self.last_run["forwards"] = self.last_run.get("forwards", 0) + 1
         return pred.cpu().numpy().astype(np.uint8)
 
@@ -434,6 +449,10 @@ class TorchEngine:
         return _zoom.build_network_input(
             self._source, plan, mask, center, zoom, self.patch_size, self.prev_channel, self.dilate_channels
         )
+
+    def _valid(self, win_lo, size):
+        assert self._source is not None
+        return _evidence.valid_region(win_lo, size, self._source.shape, self.patch_size)
 
     def _border_changed(self, pred: np.ndarray, prev: np.ndarray) -> bool:
         c = self.constants
@@ -484,7 +503,7 @@ class TorchEngine:
 
         with torch.inference_mode():
             inp = self._input(plan, mask, center, zoom)
-            pred = self._forward(inp.x)
+            pred = self._forward(inp.x, self._valid(inp.win_lo, inp.size))
             self.last_run["zooms"].append(zoom)
             changed = self._border_changed(pred, inp.prev)
             while changed and self.autozoom:
@@ -492,7 +511,7 @@ class TorchEngine:
                     break
                 zoom = next_zoom(zoom)
                 inp = self._input(plan, mask, center, zoom)
-                pred = self._forward(inp.x)
+                pred = self._forward(inp.x, self._valid(inp.win_lo, inp.size))
                 self.last_run["zooms"].append(zoom)
                 changed = self._border_changed(pred, inp.prev)
             if zoom <= 1:
@@ -574,7 +593,7 @@ class TorchEngine:
             for ch in range(self.num_interaction_channels):
                 x[0, n_img + ch] = feed(stored[ch], plan.intensity) if ch in written else 0.0
             x[0, n_img + self.prev_channel] = cache[sl]
-            out = self._forward(x)
+            out = self._forward(x, self._valid(lo, self.patch_size))
             # the whole box is written into the cache, also where it reaches outside the image: later
             # boxes see those predictions as prev_seg there (as in the official package)
             cache[sl] = out
