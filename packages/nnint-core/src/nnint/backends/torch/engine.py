@@ -418,10 +418,10 @@ class TorchEngine:
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _forward(self, x: torch.Tensor | np.ndarray, valid=None) -> np.ndarray:
+    def _forward(self, x: torch.Tensor | np.ndarray, valid: tuple[slice, slice, slice] | None = None) -> np.ndarray:
         """One forward pass; returns the argmax as uint8 (patch shape), ties -> background.
 
-        ``valid``: the patch slices that show the image (see :func:`_evidence.valid_region`),
+        ``valid``: the patch slices that show the image (see :func:`nnint.backends.torch.evidence.valid_region`),
         used by the intensity veto."""
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)

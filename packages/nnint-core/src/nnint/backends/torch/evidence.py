@@ -62,7 +62,8 @@ def intensity_veto(
     clip: float = 4.0,
 ) -> torch.Tensor:
     """``logit`` (foreground minus background, patch-shaped) lowered where ``image`` (the same
-    shape, the normalised image channel) is unlike the predicted object; see the module doc.
+    shape: the network input's first image channel, normalised) is unlike the predicted object;
+    see the module doc.
 
     ``valid``: the slices that show the image (padding elsewhere is left out of the statistics
     and left unchanged). Returns a new float32 tensor; ``logit`` is not modified."""
