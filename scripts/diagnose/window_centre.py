@@ -46,7 +46,7 @@ def answer(engine: TorchEngine, click, centre, patch: int, shape) -> np.ndarray:
     try:
         plan = engine._plan([Point(click, True)])
         ni = engine._input(plan, np.zeros(shape, np.uint8), centre, 1.0)
-        pred = engine._forward(ni.x).astype(bool)
+        pred = engine._forward(ni.x, ni.win_lo, ni.size).astype(bool)
     finally:
         engine.patch_size = tuple(int(p) for p in engine.model_folder.patch_size)
     full = np.zeros(shape, bool)

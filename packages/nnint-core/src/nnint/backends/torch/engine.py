@@ -418,11 +418,11 @@ class TorchEngine:
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _forward(self, x: torch.Tensor | np.ndarray, valid: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+    def _forward(self, x: torch.Tensor | np.ndarray, win_lo: Sequence[int], size: Sequence[int]) -> np.ndarray:
         """One forward pass; returns the argmax as uint8 (patch shape), ties -> background.
 
-        ``valid``: the patch slices that show the image (see :func:`nnint.backends.torch.evidence.valid_region`),
-        used by the intensity veto."""
+        ``win_lo``, ``size``: the window in image coordinates that ``x`` shows (the intensity veto
+        leaves the padding outside the image out of its statistics)."""
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
         x = x.to(self.device, non_blocking=True)
@@ -432,6 +432,8 @@ class TorchEngine:
             logits = self.network(x)
         if self.intensity_veto > 0:
             diff = logits[0, 1].float() - logits[0, 0].float()
+            assert self._source is not None
+            valid = _evidence.valid_region(win_lo, size, self._source.shape, self.patch_size)
             pred = _evidence.intensity_veto(x[0, 0], diff, self.intensity_veto, valid=valid) > 0
         else:
             # argmax over two classes with ties -> background (class 0), without a strided reduction
@@ -449,10 +451,6 @@ class TorchEngine:
         return _zoom.build_network_input(
             self._source, plan, mask, center, zoom, self.patch_size, self.prev_channel, self.dilate_channels
         )
-
-    def _valid(self, win_lo, size):
-        assert self._source is not None
-        return _evidence.valid_region(win_lo, size, self._source.shape, self.patch_size)
 
     def _border_changed(self, pred: np.ndarray, prev: np.ndarray) -> bool:
         c = self.constants
@@ -503,7 +501,7 @@ class TorchEngine:
 
         with torch.inference_mode():
             inp = self._input(plan, mask, center, zoom)
-            pred = self._forward(inp.x, self._valid(inp.win_lo, inp.size))
+            pred = self._forward(inp.x, inp.win_lo, inp.size)
             self.last_run["zooms"].append(zoom)
             changed = self._border_changed(pred, inp.prev)
             while changed and self.autozoom:
@@ -511,7 +509,7 @@ class TorchEngine:
                     break
                 zoom = next_zoom(zoom)
                 inp = self._input(plan, mask, center, zoom)
-                pred = self._forward(inp.x, self._valid(inp.win_lo, inp.size))
+                pred = self._forward(inp.x, inp.win_lo, inp.size)
                 self.last_run["zooms"].append(zoom)
                 changed = self._border_changed(pred, inp.prev)
             if zoom <= 1:
@@ -593,7 +591,7 @@ class TorchEngine:
             for ch in range(self.num_interaction_channels):
                 x[0, n_img + ch] = feed(stored[ch], plan.intensity) if ch in written else 0.0
             x[0, n_img + self.prev_channel] = cache[sl]
-            out = self._forward(x, self._valid(lo, self.patch_size))
+            out = self._forward(x, lo, self.patch_size)
             # the whole box is written into the cache, also where it reaches outside the image: later
             # boxes see those predictions as prev_seg there (as in the official package)
             cache[sl] = out

@@ -66,7 +66,8 @@ def intensity_veto(
     see the module doc.
 
     ``valid``: the slices that show the image (padding elsewhere is left out of the statistics
-    and left unchanged). Returns a new float32 tensor; ``logit`` is not modified."""
+    and left unchanged). Returns a float32 tensor (``logit`` itself where nothing changes);
+    ``logit`` is never modified in place."""
     d = logit.float()
     if weight <= 0:
         return d
