@@ -285,6 +285,39 @@ def test_a_first_click_is_at_the_window_centre_for_targets_of_every_size(tmp_pat
     assert clicks >= 5 and boxes >= 5
 
 
+def test_small_targets_can_be_shown_magnified_as_the_engine_shows_them(tmp_path):
+    """SampleConfig.p_magnify: a target under patch/6 across, in a window P * z voxels across
+    upsampled to the patch (z = (extent + P // 3) / P, at least 1/3), never with a first point."""
+    from nnint.train import simulate
+    from nnint.train.dataset import SampleConfig, TrainSet, _write_case
+    from nnint.train.loop import _model_setup
+
+    rng = np.random.default_rng(5)
+    zz, yy, xx = np.indices((60, 60, 60))
+    img = rng.normal(0, 1, (60, 60, 60)).astype(np.float32)
+    lab = np.zeros((60, 60, 60), np.uint8)
+    lab[(zz - 30) ** 2 + (yy - 30) ** 2 + (xx - 30) ** 2 <= 2**2] = 1  # 33 voxels, 5 across (< 48 / 6)
+    img[lab > 0] += 4
+    ref = _write_case(tmp_path / "speck", "speck", img, lab, (1.0, 1.0, 1.0), False, keep_raw=False, signature="t")
+    setup = _model_setup(TrainConfig(data=["x"], out=str(tmp_path), arch="tiny", patch=48))
+    common = dict(patch=48, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
+                  num_channels=setup.num_channels, p_zoom=0.0, p_big_click=0.0, p_component=0.0, p_big=0.0,
+                  first_kinds={"point": 0.5, "box3d": 0.5})
+    plain, magnified = (TrainSet([ref], SampleConfig(**common, p_magnify=p), seed=0) for p in (0.0, 1.0))
+    sizes = {0.0: [], 1.0: []}
+    for i in range(8):
+        a, b = plain[i], magnified[i]
+        assert b["image"].shape == a["image"].shape == (1, 48, 48, 48) and b["zoom"] == 1.0
+        assert not isinstance(b["prompts"][0], simulate.Point)
+        sizes[0.0].append(int(a["target"].sum()))
+        sizes[1.0].append(int(b["target"].sum()))
+    # (5 + 16) / 48 -> about 2.3x per axis, about 12x the voxels (spatial augmentation scales by up to 1.4)
+    assert np.median(sizes[1.0]) > 5 * np.median(sizes[0.0])
+    # the stream without it is unchanged
+    again = TrainSet([ref], SampleConfig(**common), seed=0)
+    assert torch.equal(again[3]["target"], plain[3]["target"])
+
+
 def test_windows_that_cut_big_targets_become_refinement_samples(tmp_path):
     from nnint.train.dataset import SampleConfig, TrainSet, _touches_border, _write_case
     from nnint.train.loop import _model_setup

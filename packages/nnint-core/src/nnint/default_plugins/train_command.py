@@ -45,6 +45,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-cnr", type=float, default=0.0,
                    help="train only on targets whose contrast-to-noise ratio to their surround is at least this "
                         "(default 0: all); a curriculum that makes the network look at the image")
+    p.add_argument("--magnify-samples", type=float, default=0.0,
+                   help="share of small targets (under patch/6 across) shown magnified up to 3x, as the engine's "
+                        "magnify option shows them (default 0: off)")
     p.add_argument("--correction-weight", type=float, default=0.0,
                    help="extra cross-entropy weight of the error regions that simulated corrections point at "
                         "(default 0: off); teaches the network to act on clicks")
@@ -123,7 +126,7 @@ def _run(args) -> int:
         val_cases=args.val_cases, val_targets=args.val_targets,
         val_autozoom=not args.val_no_autozoom, save_every=args.save_every, save_minutes=args.save_minutes,
         log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds, min_cnr=args.min_cnr,
-        correction_weight=args.correction_weight,
+        correction_weight=args.correction_weight, magnify_samples=args.magnify_samples,
         boundary_weight=args.boundary_weight, window_rank=args.window_rank,
         prompt_likeness=args.prompt_likeness,
         cache=args.cache, license=args.license, amp=not args.no_amp,

@@ -436,6 +436,14 @@ class SampleConfig:
     #: (:func:`label_boundaries`), the target of the training loop's auxiliary boundary head
     #: (``TrainConfig.boundary_weight``). Zoom-1 samples only; the random draws are unchanged
     boundary: bool = False
+    #: probability that a target under ``patch / 6`` voxels across is shown *magnified*, as the
+    #: engine's ``magnify`` option shows it (session 18): a window of ``(extent + patch // 3)``
+    #: voxels (at most ``max_magnify`` times smaller than the patch, jittered by +-10 %) trilinearly
+    #: upsampled to the patch, then an ordinary zoom-1 sample with correction rounds. Its first
+    #: prompt is never a point (the engine does not magnify a first click on an empty mask). 0: off
+    #: (no random draw, so older configurations keep their sample streams)
+    p_magnify: float = 0.0
+    max_magnify: float = 3.0
 
 
 def sample_config_for(model_folder, patch: int, **overrides) -> SampleConfig:
@@ -526,9 +534,11 @@ class TrainSet(torch.utils.data.Dataset):
                 zoom = float(np.clip(z0 * rng.uniform(0.95, 1.25), 1.0, cfg.max_zoom))
             elif z0 == 1.0 and rng.random() < cfg.p_zoom:  # a mildly zoomed-out view of a small object
                 zoom = float(rng.uniform(1.05, 1.6))
-        W = int(round(P * zoom)) if zoom > 1.0 else P
         labels_all = case.sv_labels() if use_sv else case.labels()
         image_all = case.image()
+        if (cfg.p_magnify > 0 and not big_click and extent.max() < P / 6 and rng.random() < cfg.p_magnify):
+            return self._sample_magnified(image_all, labels_all, value, lo_t, hi_t, rng)
+        W = int(round(P * zoom)) if zoom > 1.0 else P
         # The engine centres a click's window on the click, so a first click is always at the
         # window's centre. Session 12: when only big-click samples had that (the others centred
         # the window on the target's box), the networks learnt "a click at the centre means an
@@ -568,6 +578,28 @@ class TrainSet(torch.utils.data.Dataset):
             boundary = label_boundaries(labels) if cfg.boundary else None
             return self._sample_zoom1(image, target, rng, big_click, boundary, first_kind)
         return self._sample_zoomed(image, target, zoom, W, rng)
+
+    def _sample_magnified(self, image_all, labels_all, value, lo_t, hi_t, rng) -> dict | None:
+        """A small target in a window ``P * z`` voxels across (``z < 1``) upsampled to the patch
+        (see ``SampleConfig.p_magnify``)."""
+        cfg = self.cfg
+        P = cfg.patch
+        z = float((hi_t - lo_t).max() + P // 3) / P * float(rng.uniform(0.9, 1.1))
+        W = int(round(P * float(np.clip(z, 1.0 / cfg.max_magnify, 1.0))))
+        centre = np.floor((lo_t + hi_t) / 2.0 + rng.uniform(-0.1, 0.1, 3) * W + 0.5).astype(int)
+        wlo = centre - W // 2
+        target = _crop(np.asarray(labels_all), wlo, (W,) * 3) == value
+        if not target.any():
+            return None
+        image = _crop(np.asarray(image_all, dtype=np.float32), wlo, (W,) * 3)
+
+        def up(a: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(np.ascontiguousarray(a, np.float32))[None, None]
+            return F.interpolate(t, size=(P,) * 3, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+        kinds = {k: v for k, v in cfg.first_kinds.items() if k != "point"}
+        first_kind = simulate.choose_kind(rng, kinds) if kinds else None
+        return self._sample_zoom1(up(image), up(target) >= 0.5, rng, False, None, first_kind)
 
     def _finish(self, image, target, channels, prompts, prev_seg, rng, zoom, boundary=None) -> dict:
         agent = simulate.sample_agent(rng, self.cfg.correction_kinds)

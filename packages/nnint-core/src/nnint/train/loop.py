@@ -168,6 +168,9 @@ class TrainConfig:
     #: give the network the prompt-likeness input channels
     #: (:class:`~nnint.backends.torch.network.PromptLikeness`; session 17), zero stem weights as above
     prompt_likeness: bool = False
+    #: share of small targets (under patch / 6 across) shown magnified up to 3x, as the engine's
+    #: ``magnify`` option shows them (``SampleConfig.p_magnify``; session 19). 0: off
+    magnify_samples: float = 0.0
     #: decay of the exported weight average per iteration (0: export the last step's weights)
     ema_decay: float = 0.999
     cache: str | None = None
@@ -917,7 +920,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
                                                      "parameters": n_params}, indent=1, default=str))
     scfg = ds.SampleConfig(patch=cfg.patches[0], decay=setup.decay, point_radius=setup.point_radius,
                            mapping=setup.mapping, num_channels=setup.num_channels, min_cnr=cfg.min_cnr,
-                           boundary=head is not None)
+                           boundary=head is not None, p_magnify=cfg.magnify_samples)
     B = cfg.batch
     trainset = ds.TrainSet(train_cases, scfg, seed=cfg.seed, rank=rank, patches=cfg.patches, batch=B)
     loader = torch.utils.data.DataLoader(
