@@ -527,7 +527,8 @@ class TrainSet(torch.utils.data.Dataset):
         P = cfg.patch
         lo_t, hi_t = np.asarray(bb[:3]), np.asarray(bb[3:])
         extent = hi_t - lo_t
-        z0 = max(1.0, float((extent.max() + P // 3) / P))
+        z_box = float((extent.max() + P // 3) / P)  # the engine's box window, before its floor of 1
+        z0 = max(1.0, z_box)
         zoom = 1.0  # always for a big click: the engine's first forward pass on a click
         if not big_click:
             if z0 > 1.0 and rng.random() < 0.5:  # the view of a box / mask prompt on a large object
@@ -537,7 +538,7 @@ class TrainSet(torch.utils.data.Dataset):
         labels_all = case.sv_labels() if use_sv else case.labels()
         image_all = case.image()
         if (cfg.p_magnify > 0 and not big_click and extent.max() < P / 6 and rng.random() < cfg.p_magnify):
-            return self._sample_magnified(image_all, labels_all, value, lo_t, hi_t, rng)
+            return self._sample_magnified(image_all, labels_all, value, lo_t, hi_t, z_box, rng)
         W = int(round(P * zoom)) if zoom > 1.0 else P
         # The engine centres a click's window on the click, so a first click is always at the
         # window's centre. Session 12: when only big-click samples had that (the others centred
@@ -579,12 +580,12 @@ class TrainSet(torch.utils.data.Dataset):
             return self._sample_zoom1(image, target, rng, big_click, boundary, first_kind)
         return self._sample_zoomed(image, target, zoom, W, rng)
 
-    def _sample_magnified(self, image_all, labels_all, value, lo_t, hi_t, rng) -> dict | None:
-        """A small target in a window ``P * z`` voxels across (``z < 1``) upsampled to the patch
-        (see ``SampleConfig.p_magnify``)."""
+    def _sample_magnified(self, image_all, labels_all, value, lo_t, hi_t, z_box, rng) -> dict | None:
+        """A small target in a window ``P * z`` voxels across (``z`` = ``z_box`` jittered, below 1)
+        upsampled to the patch (see ``SampleConfig.p_magnify``)."""
         cfg = self.cfg
         P = cfg.patch
-        z = float((hi_t - lo_t).max() + P // 3) / P * float(rng.uniform(0.9, 1.1))
+        z = z_box * float(rng.uniform(0.9, 1.1))
         W = int(round(P * float(np.clip(z, 1.0 / cfg.max_magnify, 1.0))))
         centre = np.floor((lo_t + hi_t) / 2.0 + rng.uniform(-0.1, 0.1, 3) * W + 0.5).astype(int)
         wlo = centre - W // 2
