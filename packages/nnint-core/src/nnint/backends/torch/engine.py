@@ -26,6 +26,7 @@ import attrs
 import numpy as np
 import torch
 
+from nnint.backends.torch import ensemble as _ensemble
 from nnint.backends.torch import evidence as _evidence
 from nnint.backends.torch import magnify as _magnify
 from nnint.backends.torch import refine as _refine
@@ -332,6 +333,8 @@ class TorchEngine:
         """Load ``spec.path`` (a model folder) with ``load_model_folder`` and build the engine.
 
         Options ``use_fold`` and ``checkpoint_name`` go to the loader, the rest to the constructor.
+        ``use_fold`` may be a list of folds: their networks answer together, the mean of their
+        softmax probabilities, as nnU-Net ensembles folds (:mod:`nnint.backends.torch.ensemble`).
         A registered model may carry defaults in ``spec.details["engine_options"]`` (the bundled
         model runs ``precision="fast"``); options given here override them."""
         from nnint.backends.torch.checkpoint import load_model_folder
@@ -342,8 +345,23 @@ class TorchEngine:
         if path is None:
             raise IncompatibleModelError("the torch backend needs a model folder; this model has no path")
         load_kw = {k: options.pop(k) for k in ("use_fold", "checkpoint_name") if k in options}
-        folder = load_model_folder(path, **load_kw)
-        return cls(folder, device=device, **options)
+        folds = load_kw.pop("use_fold", None)
+        if not isinstance(folds, (list, tuple)):
+            return cls(load_model_folder(path, folds, **load_kw), device=device, **options)
+        if not folds:
+            raise ValueError("use_fold is an empty list; name at least one fold, e.g. [0, 1]")
+        members = [load_model_folder(path, f, **load_kw) for f in folds]
+        for m in members[1:]:
+            if m.configuration_name != members[0].configuration_name:
+                raise IncompatibleModelError(
+                    f"{m.checkpoint_file} was trained with configuration {m.configuration_name!r}, "
+                    f"{members[0].checkpoint_file} with {members[0].configuration_name!r}; "
+                    "the folds of an ensemble must share one configuration"
+                )
+        if len(members) > 1 and "network" not in options:
+            dev = _device(device)
+            options["network"] = _ensemble.FoldEnsemble([m.build_network(dev, torch.float32) for m in members])
+        return cls(members[0], device=device, **options)
 
     def _capabilities(self, mf) -> Capabilities:
         kinds = set()

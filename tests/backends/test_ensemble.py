@@ -1,0 +1,134 @@
+"""Fold ensembles (nnint.backends.torch.ensemble) and scripts/release/ensemble_folder.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnint.backends.torch.architectures import SMALL_CONFIGURATION, small_plans
+from nnint.backends.torch.checkpoint import load_model_folder, write_model_folder
+from nnint.backends.torch.engine import TorchEngine
+from nnint.backends.torch.ensemble import FoldEnsemble
+from nnint.backends.torch.network import build_network
+from nnint.errors import CheckpointError
+from nnint.prompts import Point
+
+REPO = Path(__file__).resolve().parents[2]
+PATCH = (32, 32, 32)
+
+
+class Constant(torch.nn.Module):
+    """Logits ``[0, d]`` everywhere."""
+
+    def __init__(self, d: float) -> None:
+        super().__init__()
+        self.d = float(d)
+
+    def forward(self, x):
+        z = torch.zeros_like(x[:, :1])
+        return torch.cat([z, z + self.d], 1)
+
+
+def test_mean_of_probabilities_as_log_probabilities():
+    x = torch.zeros(1, 8, 4, 4, 4)
+    out = FoldEnsemble([Constant(2.0), Constant(-1.0)])(x)
+    p1 = (1 / (1 + math.exp(-2.0)) + 1 / (1 + math.exp(1.0))) / 2
+    assert torch.allclose(out.exp().sum(1), torch.ones(1, 4, 4, 4))
+    assert torch.allclose(out[:, 1].exp(), torch.full((1, 4, 4, 4), p1))
+    # the argmax is the mean probability's: 0.5 * (0.88 + 0.27) = 0.58 -> foreground
+    assert bool((out[:, 1] > out[:, 0]).all())
+    # a vote is not a mean: one confident member outweighs a hesitant one
+    out = FoldEnsemble([Constant(-0.2), Constant(5.0)])(x)
+    assert bool((out[:, 1] > out[:, 0]).all())
+
+
+def test_identical_members_keep_the_full_logit():
+    """No clipping: a member whose logit difference is 200 keeps it (the intensity veto reads it)."""
+    x = torch.zeros(1, 8, 2, 2, 2)
+    for d in (200.0, -200.0, 0.3):
+        out = FoldEnsemble([Constant(d), Constant(d)])(x)
+        assert torch.allclose(out[:, 1] - out[:, 0], torch.full((1, 2, 2, 2), d), atol=1e-4)
+    with pytest.raises(ValueError):
+        FoldEnsemble([])
+
+
+def _ensemble_script():
+    path = REPO / "scripts" / "release" / "ensemble_folder.py"
+    sys.path.insert(0, str(path.parent))  # it imports its sibling snapshot_weights.py
+    try:
+        spec = importlib.util.spec_from_file_location("ensemble_folder", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def _folder(path: Path, seed: int) -> Path:
+    plans = small_plans(PATCH[0])
+    torch.manual_seed(seed)
+    net = build_network(plans["configurations"][SMALL_CONFIGURATION]["architecture"], 8, 2)
+    return write_model_folder(path, plans=plans, configuration=SMALL_CONFIGURATION, network_weights=net.state_dict())
+
+
+@pytest.fixture(scope="module")
+def two_folds(tmp_path_factory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("ens")
+    a, b = _folder(root / "a", 1), _folder(root / "b", 2)
+    out = root / "ab"
+    record = _ensemble_script().build(out, [a, b])
+    assert [m["fold"] for m in record["members"]] == [0, 1]
+    return a, b, out
+
+
+def test_ensemble_folder_engine_averages_its_folds(two_folds):
+    a, b, out = two_folds
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fold_0", "fold_1"]
+    assert (out / "ENSEMBLE.json").is_file() and (out / "plans.json").is_file()
+    with pytest.raises(CheckpointError, match="use_fold"):  # two folds: a plain load must pick
+        load_model_folder(out)
+    eng = TorchEngine.from_model(out, use_fold=[0, 1])
+    assert isinstance(eng.network, FoldEnsemble) and len(eng.network.members) == 2
+    singles = [TorchEngine.from_model(p).network for p in (a, b)]
+    x = torch.randn(1, 8, *PATCH, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = FoldEnsemble(singles)(x)  # the folds hold float16 copies: compare loosely
+        got = eng.network(x)
+    assert (got.argmax(1) == want.argmax(1)).float().mean() > 0.99
+    # one fold in a list is that fold alone; an empty list is refused
+    assert not isinstance(TorchEngine.from_model(out, use_fold=[1]).network, FoldEnsemble)
+    with pytest.raises(ValueError, match="empty"):
+        TorchEngine.from_model(out, use_fold=[])
+    with pytest.raises(CheckpointError, match="fold_5"):
+        TorchEngine.from_model(out, use_fold=[0, 5])
+
+
+def test_ensemble_engine_segments_like_any_engine(two_folds):
+    _, _, out = two_folds
+    eng = TorchEngine.from_model(out, use_fold=[0, 1], intensity_veto=1.0, magnify=3)
+    from nnint.image import Image
+
+    rng = np.random.default_rng(0)
+    eng.set_image(Image(rng.normal(0, 1, (40, 40, 40)).astype(np.float32)))
+    update = eng.predict([Point((20, 20, 20))], np.zeros((40, 40, 40), np.uint8))
+    assert update is not None and update.values.dtype == np.uint8
+    assert eng.last_run["forwards"] >= 1
+
+
+def test_ensemble_script_refuses_mismatched_members(tmp_path, two_folds):
+    a, _, _ = two_folds
+    other = tmp_path / "other"
+    plans = small_plans(48)  # another patch size: not a fold of the same model
+    torch.manual_seed(0)
+    net = build_network(plans["configurations"][SMALL_CONFIGURATION]["architecture"], 8, 2)
+    write_model_folder(other, plans=plans, configuration=SMALL_CONFIGURATION, network_weights=net.state_dict())
+    with pytest.raises(SystemExit, match="patch_size"):
+        _ensemble_script().build(tmp_path / "bad", [a, other])
+    assert not (tmp_path / "bad").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["other"]  # no half-written folder left behind
