@@ -18,7 +18,14 @@ from scipy.ndimage import maximum_filter, minimum_filter
 from nnint.backends.torch import magnify, refine, zoom
 from nnint.backends.torch.architectures import SMALL_CONFIGURATION, small_plans
 from nnint.backends.torch.checkpoint import load_model_folder, write_model_folder
-from nnint.backends.torch.engine import TorchEngine, ZoomConstants, next_zoom, prediction_center, start_zoom
+from nnint.backends.torch.engine import (
+    TorchEngine,
+    ZoomConstants,
+    next_zoom,
+    object_window,
+    prediction_center,
+    start_zoom,
+)
 from nnint.backends.torch.network import build_network
 from nnint.backends.torch.rasterise import RasterConfig, build_plan, feed, rasterise
 from nnint.errors import DeviceError, InvalidImageError, InvalidMaskError, UnsupportedPromptError
@@ -722,6 +729,36 @@ def test_start_zoom_and_ladder():
         ladder.append(next_zoom(ladder[-1]))
     assert ladder == pytest.approx([1 / 3, 0.5, 0.75, 1.0, 1.5, 2.25, 3.375, 4.0])
     assert next_zoom(1.0) == 1.5  # the official steps from 1 on
+
+
+def test_object_window_rule():
+    patch = (96, 96, 96)
+    big = ((10, 10, 10), (80, 150, 90))  # 150 voxels along y
+    # a positive click on a large object: the box rule's window around the object and the click
+    c, z = object_window(Point((40, 160, 50)), (40, 160, 50), 1.0, patch, big)
+    assert c == (45, 86, 50) and z == pytest.approx((151 + 32) / 96)
+    # capped at the largest zoom
+    assert object_window(Point((40, 400, 50)), (40, 400, 50), 1.0, patch, big)[1] == 4.0
+    # no change: a negative click, a first click, an object that fits the 1x window with the click
+    for prompt, bounds in ((Point((40, 160, 50), False), big), (Point((40, 160, 50)), None),
+                           (Point((40, 60, 50)), ((30, 30, 30), (70, 70, 70)))):
+        assert object_window(prompt, prompt.index, 1.0, patch, bounds) == (prompt.index, 1.0)
+    # other prompts keep their own window
+    box = Box((0, 0, 0), (10, 10, 10))
+    assert object_window(box, (5, 5, 5), 1.0, patch, big) == ((5, 5, 5), 1.0)
+
+
+def test_zoom_to_object_starts_positive_corrections_zoomed_out(folder):
+    arr = image((64, 72, 64))
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[20:44, 4:60, 20:44] = 1  # 56 voxels along y: more than patch - patch // 3 = 22 with the click
+    click = Point((32, 66, 32))
+    for on, first in ((False, 1.0), (True, (63 + PATCH // 3) / PATCH)):
+        eng = follower_engine(folder, zoom_to_object=on)
+        eng.set_image(arr)
+        eng.predict([Point((32, 30, 32)), click], mask)
+        assert eng.last_run["zooms"][0] == pytest.approx(first)
+        assert eng.last_run["center"] == ((32, 66, 32) if not on else (32, 36, 32))  # round(35.5)
 
 
 def test_point_keeps_its_patch_footprint_on_the_fine_grid():
