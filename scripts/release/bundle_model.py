@@ -222,10 +222,11 @@ def main(argv=None) -> int:
         # box is a hard limit (nnint.engine.box_limit) and corrections work one way
         # (nnint.engine.one_way_correction); objects under patch/6 voxels across are answered
         # magnified up to 3x (nnint.backends.torch.magnify); the image vetoes predicted voxels of
-        # an intensity the object lacks (nnint.backends.torch.evidence); the evaluation and the
-        # speed benchmark below ran with these options
+        # an intensity the object lacks (nnint.backends.torch.evidence); a positive click on an
+        # object larger than the window starts zoomed out to it (engine.object_window); the
+        # evaluation and the speed benchmark below ran with these options
         "engine_options": {"precision": "fast", "confine_to_box": True, "one_way_corrections": True, "magnify": 3,
-                           "intensity_veto": 1.0},
+                           "intensity_veto": 1.0, "zoom_to_object": True},
         "architecture": {"arch": config["arch"], "parameters": config.get("parameters"),
                          "weights_mb": round(size_mb, 2), "training_patch": config["patch"],
                          "inference_patch": config.get("infer_patch")},
