@@ -6,9 +6,10 @@ folds' softmax probabilities. nnint does the same when a model's ``use_fold`` is
 :class:`FoldEnsemble` stands in for the network. The engine around it is unchanged; its forward
 passes cost one pass per fold.
 
-Why ensemble at all: two networks trained from the same start with different recipes make
-different mistakes (session 20: one reads edges after a box better, the other follows
-correction clicks better), and the mean of their probabilities keeps what they agree on.
+Why ensemble at all: networks trained with different seeds or recipes make different mistakes,
+and the mean of their probabilities keeps what they agree on. Two ``small`` networks fit the
+bundled model's 25 MB as float16. Session 20 measured two pairs of nnint's CPU-trained networks
+and neither beat the better member alone (docs/training.md), so no model card uses it yet.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 __all__ = ["FoldEnsemble"]
+
 
 class FoldEnsemble(nn.Module):
     """The mean softmax of ``members``, returned as log-probabilities.
