@@ -26,13 +26,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from snapshot_weights import _half  # the sibling script (scripts/release is sys.path[0])
+from snapshot_weights import FILES, _half  # the sibling script (scripts/release is sys.path[0])
 
 from nnint.backends.torch.checkpoint import load_model_folder
 from nnint.backends.torch.network import build_network
 from nnint.train.loop import widened_weights
 
-FILES = ("plans.json", "dataset.json", "inference_info.json", "LICENSE")
 CKPT = "checkpoint_final.pth"
 
 
