@@ -6,7 +6,9 @@
 Builds a seeded CT-like 256^3 volume (``nnint.train.synthetic.ct_like``), picks five structures
 spread over the size range, and for each one runs what a user does: a 3D box (a 2D box where the
 model has no 3D boxes), a positive click inside, a negative click outside, a scribble and a lasso
-on the middle slice. Every ``Session.add`` is timed; the first image statistics are timed apart.
+on the middle slice; then a new object started by that positive click alone ("point first", where
+AutoZoom may climb from a magnified window). Every ``Session.add`` is timed; the first image
+statistics are timed apart.
 Prints a table and the median; ``--json`` also writes the raw timings with the machine load.
 """
 
@@ -101,7 +103,10 @@ def main(argv=None) -> int:
     for value in pick_targets(labels, args.targets):
         target = labels == value
         session.new_object(name=f"label {value}")
-        for kind, prompt in prompts_for(target, engine.capabilities, rng):
+        steps = prompts_for(target, engine.capabilities, rng)
+        for i, (kind, prompt) in enumerate(steps + [("point first", dict(steps)["point+"])]):
+            if i == len(steps):
+                session.new_object(name=f"label {value}, first click")
             t = time.perf_counter()
             session.add(prompt)
             dt = time.perf_counter() - t

@@ -220,8 +220,8 @@ def main(argv=None) -> int:
         "license": (model / "LICENSE").read_text().splitlines()[0].strip(),
         # bf16 on CPUs/GPUs that run it natively (2x faster here), fp32 elsewhere; a positive 3D
         # box is a hard limit (nnint.engine.box_limit) and corrections work one way
-        # (nnint.engine.one_way_correction); objects under patch/6 voxels across are answered
-        # magnified up to 3x (nnint.backends.torch.magnify); the image vetoes predicted voxels of
+        # (nnint.engine.one_way_correction); objects under patch/6 voxels across, and first
+        # clicks, are answered magnified up to 3x (nnint.backends.torch.magnify); the image vetoes predicted voxels of
         # an intensity the object lacks (nnint.backends.torch.evidence); a positive click on an
         # object larger than the window starts zoomed out to it (engine.object_window); the
         # evaluation and the speed benchmark below ran with these options

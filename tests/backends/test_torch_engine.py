@@ -708,8 +708,9 @@ def _config(shape, decay=0.98):
 def test_start_zoom_and_ladder():
     patch = (96, 96, 96)
     assert start_zoom(Point((5, 5, 5)), 1.0, patch, 1.0, ((0, 0, 0), (3, 3, 3))) == 1.0  # magnify 1: official
-    # a first point says nothing about size: official; a correction: the object as it stands
-    assert start_zoom(Point((5, 5, 5)), 1.0, patch, 3.0) == 1.0
+    # a first point says nothing about size: fully magnified; a correction: the object as it stands
+    assert start_zoom(Point((5, 5, 5)), 1.0, patch, 3.0) == pytest.approx(1 / 3)
+    assert start_zoom(Point((5, 5, 5)), 1.0, patch, 2.0) == 0.5
     assert start_zoom(Point((5, 5, 5)), 1.0, patch, 3.0, ((4, 4, 4), (10, 8, 6))) == pytest.approx((6 + 32) / 96)
     assert start_zoom(Point((5, 5, 5)), 1.0, patch, 3.0, ((5, 5, 5), (6, 6, 6))) == pytest.approx(33 / 96)
     assert start_zoom(Point((5, 5, 5)), 1.0, patch, 3.0, ((0, 0, 0), (16, 8, 6))) == 1.0  # patch / 6 across
@@ -822,9 +823,10 @@ def test_a_correction_on_a_small_object_is_answered_magnified(folder):
     assert upd.values.shape == (13, 13, 13)
     # the footprint is a fixed number of patch voxels: at 32/13 x only a few image voxels
     assert answers[1].sum() > 200 and 3 <= answers[3].sum() <= 60 and answers[3][20, 24, 20:23].all()
-    # a first click on an empty mask keeps the official zoom
-    eng.predict(prompts[:1], np.zeros_like(mask))
-    assert eng.last_run["zooms"] == [1.0]
+    # a first click on an empty mask starts fully magnified; the follower's footprint stays inside
+    # the window, so AutoZoom does not step out
+    first = apply(np.zeros_like(mask), eng.predict(prompts[:1], np.zeros_like(mask)))
+    assert eng.last_run["zooms"] == pytest.approx([1 / 3]) and 1 <= first.sum() <= 60 and first[20, 24, 21]
 
 
 def test_the_ladder_ends_in_the_official_answer_for_large_objects(folder):
@@ -841,6 +843,23 @@ def test_the_ladder_ends_in_the_official_answer_for_large_objects(folder):
     got = eng.predict(prompts, mask)
     z0 = (3 + PATCH // 3) / PATCH
     assert eng.last_run["zooms"] == pytest.approx([z0, z0 * 1.5, z0 * 2.25] + official.last_run["zooms"])
+    assert got.lo == want.lo and np.array_equal(got.values, want.values)
+
+
+def test_a_first_click_on_a_large_object_steps_out_to_the_official_answer(folder):
+    arr = image((64, 64, 64))
+    empty = np.zeros(arr.shape, np.uint8)
+    prompts = [Point((32, 30, 34))]
+    # a network that calls every voxel foreground: an object that fills the image
+    net = PromptFollower(mapping=folder.channel_mapping, threshold=-1.0)
+    official = follower_engine(folder, network=net)
+    official.set_image(arr)
+    want = official.predict(prompts, empty)
+    eng = follower_engine(folder, network=net, magnify=3)
+    eng.set_image(arr)
+    got = eng.predict(prompts, empty)
+    # the magnified start reaches the window border at once and climbs the ladder to zoom 1
+    assert eng.last_run["zooms"] == pytest.approx([1 / 3, 0.5, 0.75] + official.last_run["zooms"])
     assert got.lo == want.lo and np.array_equal(got.values, want.values)
 
 
