@@ -102,19 +102,19 @@ def main(argv=None) -> int:
     rows = []
     for value in pick_targets(labels, args.targets):
         target = labels == value
-        session.new_object(name=f"label {value}")
         steps = prompts_for(target, engine.capabilities, rng)
-        for i, (kind, prompt) in enumerate(steps + [("point first", dict(steps)["point+"])]):
-            if i == len(steps):
-                session.new_object(name=f"label {value}, first click")
-            t = time.perf_counter()
-            session.add(prompt)
-            dt = time.perf_counter() - t
-            d = float(2 * (session.active.mask.astype(bool) & target).sum()
-                      / max(1, session.active.mask.astype(bool).sum() + target.sum()))
-            rows.append({"label": value, "voxels": int(target.sum()), "kind": kind, "seconds": dt, "dice": d})
-            print(f"  label {value:3d} ({int(target.sum()):7d} voxels) {kind:9s} {dt:6.2f} s  Dice {d:.3f}",
-                  file=sys.stderr)
+        first_click = [("point first", dict(steps)["point+"])]
+        for name, sequence in ((f"label {value}", steps), (f"label {value}, first click", first_click)):
+            session.new_object(name=name)
+            for kind, prompt in sequence:
+                t = time.perf_counter()
+                session.add(prompt)
+                dt = time.perf_counter() - t
+                d = float(2 * (session.active.mask.astype(bool) & target).sum()
+                          / max(1, session.active.mask.astype(bool).sum() + target.sum()))
+                rows.append({"label": value, "voxels": int(target.sum()), "kind": kind, "seconds": dt, "dice": d})
+                print(f"  label {value:3d} ({int(target.sum()):7d} voxels) {kind:11s} {dt:6.2f} s  Dice {d:.3f}",
+                      file=sys.stderr)
     secs = [r["seconds"] for r in rows]
     by_kind = {k: float(np.median([r["seconds"] for r in rows if r["kind"] == k]))
                for k in dict.fromkeys(r["kind"] for r in rows)}

@@ -221,10 +221,10 @@ def main(argv=None) -> int:
         # bf16 on CPUs/GPUs that run it natively (2x faster here), fp32 elsewhere; a positive 3D
         # box is a hard limit (nnint.engine.box_limit) and corrections work one way
         # (nnint.engine.one_way_correction); objects under patch/6 voxels across, and first
-        # clicks, are answered magnified up to 3x (nnint.backends.torch.magnify); the image vetoes predicted voxels of
-        # an intensity the object lacks (nnint.backends.torch.evidence); a positive click on an
-        # object larger than the window starts zoomed out to it (engine.object_window); the
-        # evaluation and the speed benchmark below ran with these options
+        # clicks, are answered magnified up to 3x (nnint.backends.torch.magnify); the image
+        # vetoes predicted voxels of an intensity the object lacks (nnint.backends.torch.evidence);
+        # a positive click on an object larger than the window starts zoomed out to it
+        # (engine.object_window); the evaluation and the speed benchmark below ran with these options
         "engine_options": {"precision": "fast", "confine_to_box": True, "one_way_corrections": True, "magnify": 3,
                            "intensity_veto": 1.0, "zoom_to_object": True},
         "architecture": {"arch": config["arch"], "parameters": config.get("parameters"),
