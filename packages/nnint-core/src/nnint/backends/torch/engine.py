@@ -124,6 +124,13 @@ def _prompt_bounds(prompt: Prompt) -> tuple[tuple[int, ...], tuple[int, ...]] | 
     return lo, hi
 
 
+def _union_bounds(bounds, other):
+    """The half-open box holding ``bounds`` and ``other`` (each ``(lo, hi)``; ``other`` may be None)."""
+    if other is None:
+        return bounds
+    return ([min(a, b) for a, b in zip(bounds[0], other[0])], [max(a, b) for a, b in zip(bounds[1], other[1])])
+
+
 def start_zoom(
     prompt: Prompt,
     official_zoom: float,
@@ -158,10 +165,7 @@ def start_zoom(
         bounds = _prompt_bounds(prompt)
         if bounds is None:
             return official_zoom
-    lo, hi = bounds
-    if mask_bounds is not None:
-        lo = [min(a, b) for a, b in zip(lo, mask_bounds[0])]
-        hi = [max(a, b) for a, b in zip(hi, mask_bounds[1])]
+    lo, hi = _union_bounds(bounds, mask_bounds)
     if any(b - a >= p / 6 for a, b, p in zip(lo, hi, patch)):
         return official_zoom
     return max(1.0 / magnify, max((b - a + p // 3) / p for a, b, p in zip(lo, hi, patch)))
@@ -187,8 +191,7 @@ def object_window(
     """
     if not (isinstance(prompt, Point) and prompt.positive and mask_bounds is not None):
         return center, zoom
-    lo = [min(a, i) for a, i in zip(mask_bounds[0], prompt.index)]
-    hi = [max(b, i + 1) for b, i in zip(mask_bounds[1], prompt.index)]
+    lo, hi = _union_bounds((prompt.index, tuple(i + 1 for i in prompt.index)), mask_bounds)
     z = _zoom_for_extent([b - a for a, b in zip(lo, hi)], patch)
     if z <= 1.0:
         return center, zoom
