@@ -2,17 +2,21 @@
 
     .venv/bin/python scripts/release/ensemble_folder.py --out OUT FIRST_MODEL OTHER_MODEL [...]
 
-The first member gives the folder its ``plans.json``, ``dataset.json``, ``inference_info.json`` and
-``LICENSE``; member ``k`` becomes ``fold_k/checkpoint_final.pth`` with float16 weights (as
-``snapshot_weights.py`` stores them). A member whose network lacks one of the first member's
-parameter-free input extensions (window rank, prompt likeness) gets zero weights for those extra
-inputs, so it computes exactly what it computed before (``nnint.train.loop.widened_weights``).
+The member with the most weights (the one with the most input extensions; the first of them on a
+tie) gives the folder its ``plans.json``, ``dataset.json``, ``inference_info.json`` and
+``LICENSE``; member ``k`` becomes
+``fold_k/checkpoint_final.pth`` with float16 weights (as ``snapshot_weights.py`` stores them). A
+member whose network lacks one of those parameter-free input extensions (window rank, prompt
+likeness) gets zero weights for the extra inputs, so it computes exactly what it computed before
+(``nnint.train.loop.widened_weights``).
 Everything else about the members must match: the channel layout, decay and point radius are
 checked, and every fold is loaded back strictly before the folder is kept.
 
 Load it with ``use_fold: [0, 1, ...]`` among the model card's ``engine_options`` (or
 ``TorchEngine.from_model(OUT, use_fold=[0, 1])``): the engine averages the folds' softmax
-(:mod:`nnint.backends.torch.ensemble`). The official package loads one fold of it (``use_fold=0``).
+(:mod:`nnint.backends.torch.ensemble`). Or keep one fold as the model and route objects to a
+specialist fold by their first prompt: ``use_fold: 0, specialist_folds: {"box3d": 1}``. The
+official package loads one fold of it (``use_fold=0``).
 OUT/ENSEMBLE.json records where each fold came from.
 """
 
@@ -45,7 +49,10 @@ def build(out: Path, members: list[Path]) -> dict:
     """Write ``out`` (which must not exist); returns what ENSEMBLE.json records."""
     if out.exists():
         raise SystemExit(f"{out} exists; remove it or pick another --out")
-    first = load_model_folder(members[0])
+    loaded = [load_model_folder(m) for m in members]
+    size = [sum(w.numel() for w in mf.network_weights.values()) for mf in loaded]
+    widest = max(range(len(members)), key=lambda k: (size[k], -k))
+    first = loaded[widest]
     n_in = first.num_input_channels
     with torch.device("meta"):
         wanted = build_network(first.architecture, n_in, first.num_classes).state_dict()
@@ -53,13 +60,12 @@ def build(out: Path, members: list[Path]) -> dict:
     record = {"members": []}
     try:
         for name in FILES:
-            if (members[0] / name).is_file():
-                shutil.copy2(members[0] / name, tmp / name)
-        for k, path in enumerate(members):
-            mf = load_model_folder(path)
+            if (members[widest] / name).is_file():
+                shutil.copy2(members[widest] / name, tmp / name)
+        for k, (path, mf) in enumerate(zip(members, loaded)):
             diff = _same_prompts(first, mf)
             if diff:
-                raise SystemExit(f"{path} differs from {members[0]} in {', '.join(diff)}; it cannot be a fold of it")
+                raise SystemExit(f"{path} differs from {members[widest]} in {', '.join(diff)}; it cannot be a fold of it")
             ckpt = torch.load(mf.checkpoint_file, map_location="cpu", weights_only=False)
             ckpt["network_weights"] = _half(widened_weights(dict(mf.network_weights), wanted))
             ckpt.setdefault("init_args", {})["fold"] = k
@@ -84,7 +90,7 @@ def build(out: Path, members: list[Path]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("members", nargs="+", type=Path, help="model folders; the first gives the plans")
+    ap.add_argument("members", nargs="+", type=Path, help="model folders, fold 0 first")
     a = ap.parse_args(argv)
     if len(a.members) < 2:
         ap.error("an ensemble needs at least two model folders")

@@ -132,3 +132,58 @@ def test_ensemble_script_refuses_mismatched_members(tmp_path, two_folds):
         _ensemble_script().build(tmp_path / "bad", [a, other])
     assert not (tmp_path / "bad").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["other"]  # no half-written folder left behind
+
+
+def test_specialist_fold_answers_objects_opened_by_its_prompt_kind(two_folds):
+    """``specialist_folds={"box2d": 1}``: an object whose first prompt is a 2D box is answered by
+    fold 1 for all its interactions, corrections included; every other object by fold 0. (The
+    test folders do not support 3D boxes; nnint's model card routes ``box3d`` the same way.)"""
+    from nnint.image import Image
+    from nnint.prompts import Box
+
+    _, _, out = two_folds
+    routed = TorchEngine.from_model(out, use_fold=0, specialist_folds={"box2d": 1})
+    plain = {k: TorchEngine.from_model(out, use_fold=k) for k in (0, 1)}
+    image = Image(np.random.default_rng(1).normal(0, 1, (40, 40, 40)).astype(np.float32))
+    for eng in (routed, *plain.values()):
+        eng.set_image(image)
+    empty = np.zeros((40, 40, 40), np.uint8)
+    box = Box((20, 12, 12), (21, 28, 28))
+    for prompts, fold in (([box], 1), ([box, Point((20, 20, 20), positive=False)], 1),
+                          ([Point((20, 20, 20))], 0), ([Point((20, 20, 20)), box], 0)):
+        got = routed.predict(prompts, empty)
+        want = plain[fold].predict(prompts, empty)
+        assert got.lo == want.lo and np.array_equal(got.values, want.values), (prompts, fold)
+    # the two folds are different networks, so the routing above is visible
+    a, b = (plain[k].predict([box], empty) for k in (0, 1))
+    assert not np.array_equal(a.values, b.values)
+    with pytest.raises(ValueError, match="prompt kind"):
+        TorchEngine.from_model(out, use_fold=0, specialist_folds={"boxes": 1})
+    with pytest.raises(ValueError, match="specialist_folds"):
+        TorchEngine.from_model(out, use_fold=0, specialist_folds=[1])
+
+
+def test_ensemble_script_takes_the_plans_of_the_member_with_input_extensions(tmp_path, two_folds):
+    """A plain network as fold 0 and a prompt-likeness one as fold 1: the folder gets the wider
+    plans, and fold 0 (zero weights on the extra inputs) still answers as it did alone."""
+    from nnint.backends.torch.network import PROMPT_LIKENESS_KEY
+
+    a, _, _ = two_folds
+    plans = small_plans(PATCH[0])
+    plans["configurations"][SMALL_CONFIGURATION]["architecture"]["arch_kwargs"][PROMPT_LIKENESS_KEY] = True
+    torch.manual_seed(3)
+    net = build_network(plans["configurations"][SMALL_CONFIGURATION]["architecture"], 8, 2)
+    wide = write_model_folder(tmp_path / "wide", plans=plans, configuration=SMALL_CONFIGURATION,
+                              network_weights=net.state_dict())
+    out = tmp_path / "mixed"
+    _ensemble_script().build(out, [a, wide])
+    fold0, fold1 = (load_model_folder(out, k) for k in (0, 1))
+    assert fold0.architecture["arch_kwargs"].get(PROMPT_LIKENESS_KEY)
+    x = torch.randn(1, 8, *PATCH, generator=torch.Generator().manual_seed(1))
+    x[:, 1:] = (x[:, 1:] > 1.5).float()  # prompt channels are 0/1-like
+    with torch.inference_mode():
+        want = TorchEngine.from_model(a).network(x)
+        got = fold0.build_network("cpu")(x)
+        other = fold1.build_network("cpu")(x)
+    assert (got.argmax(1) == want.argmax(1)).float().mean() > 0.99
+    assert (other.argmax(1) != want.argmax(1)).float().mean() > 0.01

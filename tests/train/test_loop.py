@@ -692,6 +692,52 @@ def test_mixed_patches_alternate_window_sizes_between_batches(dataset, tmp_path)
     assert load_model_folder(out / "model").patch_size[0] == 48  # the largest window, unless --infer-patch
 
 
+
+def test_first_prompts_restricts_how_every_episode_opens(tmp_path):
+    """``--first-prompts box3d`` (``restrict_first_kinds``): every sample opens with a 3D box,
+    zoomed-out and big-object samples included; corrections keep their mix."""
+    import argparse
+
+    from nnint.default_plugins.train_command import _kinds
+    from nnint.prompts import Box
+    from nnint.train.dataset import SampleConfig, TrainSet, _write_case, restrict_first_kinds
+    from nnint.train.loop import _model_setup
+
+    rng = np.random.default_rng(2)
+    zz, yy, xx = np.indices((80, 80, 80))
+    img = rng.normal(0, 1, (80, 80, 80)).astype(np.float32)
+    lab = ((zz - 40) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 < 30**2).astype(np.uint8)
+    lab[4:12, 4:12, 4:12] = 2
+    img[lab > 0] += 3
+    ref = _write_case(tmp_path / "c", "c", img, lab, (1.0, 1.0, 1.0), False, keep_raw=False, signature="t")
+    setup = _model_setup(TrainConfig(data=["x"], out=str(tmp_path), arch="tiny", patch=32))
+    base = SampleConfig(patch=32, decay=setup.decay, point_radius=setup.point_radius, mapping=setup.mapping,
+                        num_channels=setup.num_channels, p_big_click=0.5)
+    boxes = restrict_first_kinds(base, {"box3d": 1.0})
+    assert boxes.p_big_click == 0.0 and boxes.correction_kinds == base.correction_kinds
+    ts = TrainSet([ref], boxes, seed=0)
+    zooms = set()
+    pos_point = setup.mapping["points"][0]
+    for i in range(16):
+        item = ts[i]
+        if item["prompts"] is None:  # a zoomed-out view, rasterised block-wise: read the channels
+            ch = item["channels"].numpy()
+            assert ch[setup.mapping["bbox3d"][0]].max() > 0 and ch[pos_point].max() == 0
+        else:
+            first = item["prompts"][0]
+            assert isinstance(first, Box) and not first.is_2d, first
+        zooms.add(item["zoom"] > 1.0)
+    assert zooms == {False, True}  # both the 1x and the zoomed-out views of the big target
+    clicks = restrict_first_kinds(base, {"point": 1.0, "box3d": 1.0})
+    assert clicks.p_big_click == 0.5 and set(clicks.big_click_kinds) == {"point"}
+    for bad in ({"boxes": 1.0}, {}, {"point": 0.0}):
+        with pytest.raises(ValueError):
+            restrict_first_kinds(base, bad)
+    assert _kinds("box3d") == {"box3d": 1.0} and _kinds("box3d:0.8,box2d:0.2") == {"box3d": 0.8, "box2d": 0.2}
+    for bad in ("boxes", "box3d:x", "box3d:0", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _kinds(bad)
+
 def test_train_cli_parses_one_or_several_patch_edges():
     import argparse
 

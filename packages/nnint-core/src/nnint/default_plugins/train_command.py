@@ -48,6 +48,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--magnify-samples", type=float, default=0.0,
                    help="share of small targets (under patch/6 across) shown magnified up to 3x, as the engine's "
                         "magnify option shows them (default 0: off)")
+    p.add_argument("--first-prompts", type=_kinds, default=None, metavar="KIND[:W],...",
+                   help="open every training episode with one of these prompt kinds (point, box2d, box3d, "
+                        "scribble, lasso, initial_mask; optional weights, e.g. box3d:0.8,box2d:0.2); "
+                        "default: all kinds. Trains a specialist for sessions that start that way")
     p.add_argument("--correction-weight", type=float, default=0.0,
                    help="extra cross-entropy weight of the error regions that simulated corrections point at "
                         "(default 0: off); teaches the network to act on clicks")
@@ -71,6 +75,25 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", action="store_true",
                    help="only export OUT/checkpoint_latest.pth as the model folder OUT/model and exit")
     _track_explicit(p)
+
+
+def _kinds(text: str) -> dict[str, float]:
+    from nnint.train.simulate import FIRST_KINDS
+
+    out: dict[str, float] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, weight = item.partition(":")
+        if name not in FIRST_KINDS:
+            raise argparse.ArgumentTypeError(f"{name!r} is not a prompt kind; choose from {', '.join(FIRST_KINDS)}")
+        try:
+            out[name] = float(weight) if weight else 1.0
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: the weight after ':' must be a number") from None
+        if not out[name] > 0:
+            raise argparse.ArgumentTypeError(f"{item!r}: weights must be positive")
+    if not out:
+        raise argparse.ArgumentTypeError("give at least one prompt kind, e.g. box3d")
+    return out
 
 
 def _patches(text: str) -> int | tuple[int, ...]:
@@ -127,6 +150,7 @@ def _run(args) -> int:
         val_autozoom=not args.val_no_autozoom, save_every=args.save_every, save_minutes=args.save_minutes,
         log_every=args.log_every, seed=args.seed, supervoxels=args.supervoxels, max_rounds=args.max_rounds, min_cnr=args.min_cnr,
         correction_weight=args.correction_weight, magnify_samples=args.magnify_samples,
+        first_prompts=args.first_prompts,
         boundary_weight=args.boundary_weight, window_rank=args.window_rank,
         prompt_likeness=args.prompt_likeness,
         cache=args.cache, license=args.license, amp=not args.no_amp,

@@ -171,6 +171,10 @@ class TrainConfig:
     #: share of small targets (under patch / 6 across) shown magnified up to 3x, as the engine's
     #: ``magnify`` option shows them (``SampleConfig.p_magnify``; session 19). 0: off
     magnify_samples: float = 0.0
+    #: open every training episode with one of these prompt kinds (kind -> probability; None: the
+    #: default mix of :data:`nnint.train.simulate.FIRST_KINDS`). A specialist, such as a network
+    #: for sessions that start with a 3D box (session 22), spends all its iterations there
+    first_prompts: dict | None = None
     #: decay of the exported weight average per iteration (0: export the last step's weights)
     ema_decay: float = 0.999
     cache: str | None = None
@@ -921,6 +925,8 @@ def train(cfg: TrainConfig, log=None) -> dict:
     scfg = ds.SampleConfig(patch=cfg.patches[0], decay=setup.decay, point_radius=setup.point_radius,
                            mapping=setup.mapping, num_channels=setup.num_channels, min_cnr=cfg.min_cnr,
                            boundary=head is not None, p_magnify=cfg.magnify_samples)
+    if cfg.first_prompts:
+        scfg = ds.restrict_first_kinds(scfg, cfg.first_prompts)
     B = cfg.batch
     trainset = ds.TrainSet(train_cases, scfg, seed=cfg.seed, rank=rank, patches=cfg.patches, batch=B)
     loader = torch.utils.data.DataLoader(

@@ -41,7 +41,7 @@ from nnint.errors import (
     SessionError,
     UnsupportedPromptError,
 )
-from nnint.prompts import Box, InitialMask, Point, Prompt
+from nnint.prompts import Box, InitialMask, Point, Prompt, prompt_kind
 
 __all__ = ["TorchEngine", "ZoomConstants", "prediction_center"]
 
@@ -226,6 +226,7 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 _PRECISIONS = ("fp32", "bf16", "fp16", "fast")
+_PROMPT_KINDS = ("point", "box2d", "box3d", "scribble", "lasso", "initial_mask")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -276,6 +277,10 @@ class TorchEngine:
     ``zoom_to_object``: a positive correction click on an object larger than the window starts
     AutoZoom at a window holding the object and the click (:func:`object_window`; off by default,
     as in the official package).
+    ``specialists``: prompt kind -> network that answers every object whose *first* prompt is of
+    that kind (for example a network trained only on sessions that open with a 3D box); other
+    objects get ``network``. It must take the same input channels (model cards load it with
+    ``specialist_folds``, see :meth:`from_model`).
     """
 
     def __init__(
@@ -297,6 +302,7 @@ class TorchEngine:
         magnify: float = 1.0,
         intensity_veto: float = 0.0,
         zoom_to_object: bool = False,
+        specialists: dict[str, torch.nn.Module] | None = None,
     ) -> None:
         self.device = _device(device)
         if precision not in _PRECISIONS:
@@ -362,6 +368,15 @@ class TorchEngine:
         if compile:
             net = torch.compile(net)
         self.network = net
+        self.specialists: dict[str, torch.nn.Module] = {}
+        for kind, module in (specialists or {}).items():
+            if kind not in _PROMPT_KINDS:
+                raise ValueError(f"specialists: {kind!r} is not a prompt kind; use one of {', '.join(_PROMPT_KINDS)}")
+            module = module.to(self.device).eval()
+            if self.channels_last:
+                module = module.to(memory_format=torch.channels_last_3d)
+            self.specialists[kind] = torch.compile(module) if compile else module
+        self._active: torch.nn.Module = net
 
         self._source: _zoom.ImageSource | None = None
         self._config: RasterConfig | None = None
@@ -378,6 +393,8 @@ class TorchEngine:
         Options ``use_fold`` and ``checkpoint_name`` go to the loader, the rest to the constructor.
         ``use_fold`` may be a list of folds: their networks answer together, the mean of their
         softmax probabilities, as nnU-Net ensembles folds (:mod:`nnint.backends.torch.ensemble`).
+        ``specialist_folds`` (prompt kind -> fold, e.g. ``{"box3d": 1}``) loads those folds as the
+        constructor's ``specialists``: the fold answers objects whose first prompt is of that kind.
         A registered model may carry defaults in ``spec.details["engine_options"]`` (the bundled
         model runs ``precision="fast"``); options given here override them."""
         from nnint.backends.torch.checkpoint import load_model_folder
@@ -389,21 +406,28 @@ class TorchEngine:
             raise IncompatibleModelError("the torch backend needs a model folder; this model has no path")
         load_kw = {k: options.pop(k) for k in ("use_fold", "checkpoint_name") if k in options}
         folds = load_kw.pop("use_fold", None)
+        special = options.pop("specialist_folds", None) or {}
+        if not isinstance(special, dict):
+            raise ValueError(f"specialist_folds must map prompt kinds to folds, e.g. {{'box3d': 1}}, got {special!r}")
         if not isinstance(folds, (list, tuple)):
-            return cls(load_model_folder(path, folds, **load_kw), device=device, **options)
-        if not folds:
+            members = [load_model_folder(path, folds, **load_kw)]
+        elif not folds:
             raise ValueError("use_fold is an empty list; name at least one fold, e.g. [0, 1]")
-        members = [load_model_folder(path, f, **load_kw) for f in folds]
-        for m in members[1:]:
+        else:
+            members = [load_model_folder(path, f, **load_kw) for f in folds]
+        experts = {kind: load_model_folder(path, f, **load_kw) for kind, f in special.items()}
+        for m in [*members[1:], *experts.values()]:
             if m.configuration_name != members[0].configuration_name:
                 raise IncompatibleModelError(
                     f"{m.checkpoint_file} was trained with configuration {m.configuration_name!r}, "
                     f"{members[0].checkpoint_file} with {members[0].configuration_name!r}; "
-                    "the folds of an ensemble must share one configuration"
+                    "the folds of one model must share one configuration"
                 )
+        dev = _device(device)
         if len(members) > 1 and "network" not in options:
-            dev = _device(device)
             options["network"] = _ensemble.FoldEnsemble([m.build_network(dev, torch.float32) for m in members])
+        if experts and "specialists" not in options:
+            options["specialists"] = {kind: m.build_network(dev, torch.float32) for kind, m in experts.items()}
         return cls(members[0], device=device, **options)
 
     def _capabilities(self, mf) -> Capabilities:
@@ -490,7 +514,7 @@ class TorchEngine:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with self._autocast():
-            logits = self.network(x)
+            logits = self._active(x)
         if self.intensity_veto > 0:
             diff = logits[0, 1].float() - logits[0, 0].float()
             assert self._source is not None
@@ -545,6 +569,7 @@ class TorchEngine:
                     f"3D box {p.lo}-{p.hi} is not supported by this model (bbox3d: false); draw a 2D box on one slice"
                 )
         plan = self._plan(prompts)  # raises UnsupportedPromptError before anything runs
+        self._active = self.specialists.get(prompt_kind(prompts[0]), self.network)
         newest = prompts[-1]
         force_full_refine = False
         if isinstance(newest, InitialMask):
