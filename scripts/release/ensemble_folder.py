@@ -4,11 +4,10 @@
 
 The member with the most weights (the one with the most input extensions; the first of them on a
 tie) gives the folder its ``plans.json``, ``dataset.json``, ``inference_info.json`` and
-``LICENSE``; member ``k`` becomes
-``fold_k/checkpoint_final.pth`` with float16 weights (as ``snapshot_weights.py`` stores them). A
-member whose network lacks one of those parameter-free input extensions (window rank, prompt
-likeness) gets zero weights for the extra inputs, so it computes exactly what it computed before
-(``nnint.train.loop.widened_weights``).
+``LICENSE``; member ``k`` becomes ``fold_k/checkpoint_final.pth`` with float16 weights (as
+``snapshot_weights.py`` stores them). A member whose network lacks one of those parameter-free
+input extensions (window rank, prompt likeness) gets zero weights for the extra inputs, so it
+computes exactly what it computed before (``nnint.train.loop.widened_weights``).
 Everything else about the members must match: the channel layout, decay and point radius are
 checked, and every fold is loaded back strictly before the folder is kept.
 

@@ -456,7 +456,6 @@ def sample_config_for(model_folder, patch: int, **overrides) -> SampleConfig:
                         mapping=mapping, num_channels=int(mf.num_interaction_channels), **overrides)
 
 
-
 def restrict_first_kinds(cfg: SampleConfig, kinds: dict[str, float]) -> SampleConfig:
     """``cfg`` opening every episode with one of ``kinds`` (kind -> probability), for a network
     that specialises in one way of starting an object, such as a 3D box. Corrections keep their
@@ -464,12 +463,14 @@ def restrict_first_kinds(cfg: SampleConfig, kinds: dict[str, float]) -> SampleCo
     and stop when none of them is a click, scribble or lasso."""
     unknown = sorted(set(kinds) - set(simulate.FIRST_KINDS))
     if unknown or not kinds:
-        raise ValueError(f"first prompt kinds {unknown or '(none)'} unknown; choose from {sorted(simulate.FIRST_KINDS)}")
+        what = f"unknown first prompt kinds {unknown}" if unknown else "no first prompt kind given"
+        raise ValueError(f"{what}; choose from {sorted(simulate.FIRST_KINDS)}")
     if any(not w > 0 for w in kinds.values()):
         raise ValueError(f"first prompt kinds need positive weights, got {kinds}")
     big = {k: w for k, w in cfg.big_click_kinds.items() if k in kinds}
     return attrs.evolve(cfg, first_kinds=dict(kinds), big_click_kinds=big or dict(cfg.big_click_kinds),
                         p_big_click=cfg.p_big_click if big else 0.0)
+
 
 class TrainSet(torch.utils.data.Dataset):
     """Infinite-style dataset: item ``i`` is sample ``i`` of the run (deterministic in (seed, rank, i)).
