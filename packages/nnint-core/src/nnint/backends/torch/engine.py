@@ -32,7 +32,7 @@ from nnint.backends.torch import magnify as _magnify
 from nnint.backends.torch import refine as _refine
 from nnint.backends.torch import zoom as _zoom
 from nnint.backends.torch.rasterise import RasterConfig, RasterPlan, build_plan, feed, rasterise_written
-from nnint.engine import Capabilities, MaskUpdate, ModelSpec, answer_rules
+from nnint.engine import PROMPT_KINDS, Capabilities, MaskUpdate, ModelSpec, answer_rules
 from nnint.errors import (
     DeviceError,
     IncompatibleModelError,
@@ -226,7 +226,6 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 _PRECISIONS = ("fp32", "bf16", "fp16", "fast")
-_PROMPT_KINDS = ("point", "box2d", "box3d", "scribble", "lasso", "initial_mask")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -370,8 +369,8 @@ class TorchEngine:
         self.network = net
         self.specialists: dict[str, torch.nn.Module] = {}
         for kind, module in (specialists or {}).items():
-            if kind not in _PROMPT_KINDS:
-                raise ValueError(f"specialists: {kind!r} is not a prompt kind; use one of {', '.join(_PROMPT_KINDS)}")
+            if kind not in PROMPT_KINDS:
+                raise ValueError(f"specialists: {kind!r} is not a prompt kind; use one of {', '.join(sorted(PROMPT_KINDS))}")
             module = module.to(self.device).eval()
             if self.channels_last:
                 module = module.to(memory_format=torch.channels_last_3d)
