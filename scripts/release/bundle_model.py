@@ -1,17 +1,23 @@
-"""Ship a trained model inside nnint-core: copy a run's model folder and write its model card.
+"""Ship a trained model inside nnint-core: put its weights in ``nnint/models/NAME`` and write its model card.
 
-    .venv/bin/python scripts/release/bundle_model.py --run runs/bundled-v2 \
-        --eval out/eval-dev/summary.json --speed docs/bench/bundled-speed.json --name nnint-small
+    .venv/bin/python scripts/release/bundle_model.py --fold checkpoints/nnint-small-wip \
+        --fold box3d=checkpoints/nnint-small-box-wip --eval out/eval-bundled/summary.json \
+        --speed docs/bench/bundled-speed.json --name nnint-small
 
-Writes ``packages/nnint-core/src/nnint/models/NAME/`` with the model folder files (plans.json,
-dataset.json, inference_info.json, fold_0/checkpoint_final.pth, LICENSE), ``model_card.json``
-(what ``nnint models`` lists; ``default: true`` makes it the embedded default) and ``MODEL_CARD.md``.
+Each ``--fold`` is a weights snapshot (``scripts/release/snapshot_weights.py``: a model folder with
+``SNAPSHOT.json``, which records every training command behind the weights). The first is the
+model; ``KIND=FOLDER`` adds a specialist that answers every object whose first prompt is of that
+kind (the engine's ``specialist_folds``; one folder with a fold each, built by
+``ensemble_folder.py``). Writes ``packages/nnint-core/src/nnint/models/NAME/`` with the model folder
+(plans.json, dataset.json, inference_info.json, LICENSE, fold_K/checkpoint_final.pth),
+``model_card.json`` (what ``nnint models`` lists; ``default: true`` makes it the embedded default)
+and ``MODEL_CARD.md``, and copies the evaluation's report.png to ``docs/img/bundled-eval.png``.
 
-Everything in the card is read from files, nothing is typed in: the run's config.json, COMMAND.txt,
-train.log (wall time), log.csv/val.csv, the data's provenance.json (licences of the training cases),
-the evaluation's summary.json (``nnint evaluate``) and the speed benchmark's JSON
-(``scripts/bench/bundled_speed.py``). It refuses to bundle weights trained on a case whose
-provenance is not redistributable.
+Everything in the card is read from files, nothing is typed in: the snapshots' commands, the data's
+provenance.json (licences of the training cases), the evaluation's summary.json and results.csv
+(``nnint evaluate``) and the speed benchmark's JSON (``scripts/bench/bundled_speed.py``). It
+refuses weights over 25 MB in all, and weights from any training command that could have seen a
+case whose provenance is not redistributable.
 """
 
 from __future__ import annotations
@@ -20,113 +26,106 @@ import argparse
 import collections
 import json
 import platform
-import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from ensemble_folder import build as build_folds  # the sibling script (scripts/release is sys.path[0])
+from snapshot_weights import CKPT, FILES
+
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "packages" / "nnint-core" / "src" / "nnint" / "models"
-MODEL_FILES = ("plans.json", "dataset.json", "inference_info.json", "LICENSE", "fold_0/checkpoint_final.pth")
+EVAL_PNG = REPO / "docs" / "img" / "bundled-eval.png"
 SIZE_LIMIT_MB = 25.0
+# nnint's training engine options the evaluation and the speed benchmark ran with: bf16 on CPUs/GPUs
+# that run it natively, fp32 elsewhere; a positive 3D box is a hard limit (nnint.engine.box_limit);
+# corrections work one way (nnint.engine.one_way_correction); small objects and first clicks are
+# answered magnified up to 3x (nnint.backends.torch.magnify); the image vetoes predicted voxels of an
+# intensity the object lacks (nnint.backends.torch.evidence); a positive click on an object larger
+# than the window starts zoomed out to it (engine.object_window)
+ENGINE_OPTIONS = {"precision": "fast", "confine_to_box": True, "one_way_corrections": True, "magnify": 3,
+                  "intensity_veto": 1.0, "zoom_to_object": True}
 
 
-def training_wall_seconds(log: Path) -> float:
-    """Sum of the gaps between consecutive progress lines of train.log (restarts excluded: a gap
-    over 10 minutes is a stop, not training)."""
-    stamps = []
-    for line in log.read_text().splitlines():
-        m = re.match(r"(\d\d):(\d\d):(\d\d) it (\d+)/", line)
-        if m:
-            h, mi, s, it = (int(v) for v in m.groups())
-            stamps.append((h * 3600 + mi * 60 + s, it))
-    total = 0.0
-    for (t0, i0), (t1, i1) in zip(stamps, stamps[1:]):
-        dt = (t1 - t0) % 86400
-        if i1 > i0 and dt < 600:
-            total += dt
-    return total
+def training_commands(snapshot: dict) -> list[str]:
+    """The snapshot's commands without their trailing ``# comment``."""
+    return [c.split("   #")[0].strip() for c in snapshot["commands"]]
 
 
-def cpu_description() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
+def data_sources(commands: list[str]) -> list[str]:
+    """Every ``--data`` of the commands; refuses one that trained without ``--redistributable-only``.
+    A case pack (``pack:``, the GPU runs) is made from data/raw by ``scripts/device/pack_cases.py
+    --redistributable-only``, so it stands for data/raw."""
+    sources: list[str] = []
+    for cmd in commands:
+        words = shlex.split(cmd)
+        data = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--data"]
+        if data and "--redistributable-only" not in words:
+            raise SystemExit(f"a training command did not use --redistributable-only: {cmd}")
+        for src in data:
+            src = "data/raw" if src.startswith("pack:") else src
+            if src not in sources:
+                sources.append(src)
+    return sources
 
-    return f"{model}, {os.cpu_count()} cores available to the run"
 
-
-def data_provenance(config: dict) -> dict:
+def data_provenance(sources: list[str]) -> dict:
     """Training sources with case counts and licences; raises if a training case is not redistributable."""
     from nnint.train.dataset import _list_sources
 
-    sources = []
-    for src in config["data"]:
+    out = []
+    for src in sources:
         if src.startswith("synthetic:"):
             n = len(_list_sources([src], "train"))
-            sources.append({"source": src, "cases": n, "licence": "generated by nnint.train.synthetic (project licence)",
-                            "redistributable": True})
+            out.append({"source": src, "cases": n, "licence": "generated by nnint.train.synthetic (project licence)",
+                        "redistributable": True})
             continue
-        cases = _list_sources([src], "train", redistributable_only=bool(config.get("redistributable_only")))
-        prov = json.loads((Path(src) / "provenance.json").read_text())
+        cases = _list_sources([str(REPO / src)], "train", redistributable_only=True)
+        prov = json.loads((REPO / src / "provenance.json").read_text())
         by = collections.defaultdict(lambda: {"cases": 0, "licences": set(), "packages": set()})
         for name, _ in cases:
             entry = prov[name]
             if not entry.get("redistributable"):
-                raise SystemExit(f"training case {name} is not redistributable ({entry.get('licence')}); "
-                                 "train with --redistributable-only before bundling")
+                raise SystemExit(f"training case {name} is not redistributable ({entry.get('licence')})")
             d = by[name.split("/")[0]]
             d["cases"] += 1
             d["licences"].add(entry.get("licence", "?"))
             d["packages"].update(entry.get("packages") or ([entry["package"]] if entry.get("package") else []))
-        shown = Path(src).resolve()
-        shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown
         for ds, d in sorted(by.items()):
-            sources.append({"source": f"{shown}/{ds}", "cases": d["cases"], "licences": sorted(d["licences"]),
-                            "registry_packages": sorted(d["packages"]), "redistributable": True})
-    return {"sources": sources, "cases": sum(s["cases"] for s in sources)}
+            out.append({"source": f"{src}/{ds}", "cases": d["cases"], "licences": sorted(d["licences"]),
+                        "registry_packages": sorted(d["packages"]), "redistributable": True})
+    return {"sources": out, "cases": sum(s["cases"] for s in out)}
 
 
 def evaluation_summary(path: Path) -> dict:
     """The headline numbers of an ``nnint evaluate`` output folder (summary.json + results.csv):
     per model and protocol the Dice/NSD curves, NoC, per size group and per dataset."""
+    from nnint.evaluate.runner import read_results
+
     summary = json.loads(path.read_text())
     keep = ("n_targets", "initial_dice", "final_dice", "final_nsd", "dice_per_step", "dice_auc_cvpr",
             "noc80", "noc90", "median_seconds")
-    results = {}
-    for model, protocols in summary["results"].items():
-        results[model] = {}
-        for proto, block in protocols.items():
-            results[model][proto] = {
-                "variant": block["variant"],
-                **{k: block["overall"].get(k) for k in keep},
-                "final_dice_by_size": {g: b["final_dice"] for g, b in block["per_size"].items()},
-            }
-    # per dataset (the case name's first part): final Dice per model and protocol
-    from nnint.evaluate.runner import read_results
-
-    rows = read_results(path.parent / "results.csv")
-    final: dict = collections.defaultdict(dict)
-    for r in rows:
+    results = {
+        model: {proto: {"variant": block["variant"], **{k: block["overall"].get(k) for k in keep},
+                        "final_dice_by_size": {g: b["final_dice"] for g, b in block["per_size"].items()}}
+                for proto, block in protocols.items()}
+        for model, protocols in summary["results"].items()
+    }
+    final: dict = {}
+    for r in read_results(path.parent / "results.csv"):
         key = (r["model"], r["protocol"], r["case"], r["structure"])
         if key not in final or r["step"] > final[key]["step"]:
             final[key] = r
     per_dataset: dict = {}
     for (model, proto, case, _), r in final.items():
-        ds = case.split("/")[0]
-        per_dataset.setdefault(ds, {}).setdefault(model, {}).setdefault(proto, []).append(r["dice"])
+        per_dataset.setdefault(case.split("/")[0], {}).setdefault(model, {}).setdefault(proto, []).append(r["dice"])
     per_dataset = {ds: {m: {p: {"n": len(v), "final_dice": round(sum(v) / len(v), 4)} for p, v in pm.items()}
                         for m, pm in mods.items()} for ds, mods in sorted(per_dataset.items())}
     cfg = summary.get("config", {})
     return {
-        "folder": str(path.parent.relative_to(REPO)) if path.is_relative_to(REPO) else str(path.parent),
+        "folder": str(path.parent.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path.parent),
         "data": cfg.get("data"), "split": cfg.get("split"), "clicks": cfg.get("clicks"), "seed": cfg.get("seed"),
         "max_structures": cfg.get("max_structures"), "cases": cfg.get("cases"),
         "size_groups": summary.get("size_groups"),
@@ -137,16 +136,16 @@ def evaluation_summary(path: Path) -> dict:
 
 def model_card_markdown(card: dict) -> str:
     """MODEL_CARD.md: the card for people (model_card.json holds the same facts)."""
-    ev, tr, sp = card["evaluation"], card["training"], card["speed"]
+    ev, tr, sp, arch = card["evaluation"], card["training"], card["speed"], card["architecture"]
     lines = [
         f"# {card['name']}", "",
         card["description"] + ".", "",
         f"* Licence: {card['license']} (LICENSE). Trained only on data whose licences allow redistribution.",
-        f"* Architecture: ResEnc U-Net ({card['architecture']['arch']}), {card['architecture']['parameters']:,} "
-        f"parameters, {card['architecture']['weights_mb']} MB weights; training patch "
-        f"{card['architecture']['training_patch']}^3, inference window {card['architecture']['inference_patch']}^3.",
-        f"* Training: {tr['iterations']} iterations in {tr['wall_seconds'] / 3600:.2f} h wall time on {tr['hardware']}; "
-        f"commit {tr['commit'][:12]} of the training code.",
+        f"* Architecture: ResEnc U-Net ({arch['arch']}), {arch['parameters']:,} parameters per network, "
+        f"{len(tr['folds'])} network(s), {arch['weights_mb']} MB of float16 weights in all; inference window "
+        f"{arch['inference_patch']}^3.",
+        f"* Engine options (model_card.json `engine_options`, the ones every number here was measured with): "
+        + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in card["engine_options"].items()) + ".",
         f"* Speed (`scripts/bench/bundled_speed.py`): median {sp['median_seconds']:.2f} s per interaction "
         f"(p90 {sp['p90_seconds']:.2f} s) on a {'x'.join(map(str, sp['volume']))} volume with {sp['threads']} "
         f"CPU threads, load average {sp['load_average_before_after'][0]:.1f} during the run.",
@@ -175,102 +174,112 @@ def model_card_markdown(card: dict) -> str:
                 v = mods.get(m, {}).get(p)
                 cells.append(f"{v['final_dice']:.3f} (n={v['n']})" if v else "-")
         lines.append(f"| {ds} | " + " | ".join(cells) + " |")
-    lines += ["", "Curves: `docs/img/bundled-eval.png` (evaluation) and `docs/img/bundled-training.png` "
-              "(training loss and in-loop validation).", "", "## Training data", ""]
+    lines += ["", "Curves and the worst cases: `docs/img/bundled-eval.png`.", "", "## Training data", ""]
     for src in card["data"]["sources"]:
         lic = src.get("licence") or "; ".join(src.get("licences", []))
         lines.append(f"* `{src['source']}`: {src['cases']} cases; {lic}")
-    lines += ["", "## Command", "", "```"] + tr["command"] + ["```", ""]
+    lines += ["", "## Training", "", f"Bundled at commit {tr['commit'][:12]} on {tr['hardware']}.", ""]
+    for fold in tr["folds"]:
+        lines += [f"### fold {fold['fold']}: {fold['answers']}", "", fold["note"], "", "```"]
+        lines += [c for c in fold["commands"]] + ["```", ""]
     return "\n".join(lines)
+
+
+def parse_fold(text: str) -> tuple[str | None, Path]:
+    kind, sep, folder = text.rpartition("=")
+    return (kind if sep else None), Path(folder)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="the nnint train output folder")
+    p.add_argument("--fold", action="append", required=True, metavar="[KIND=]SNAPSHOT",
+                   help="a weights snapshot; the first is the model, KIND=SNAPSHOT a specialist for objects "
+                        "whose first prompt is KIND (repeatable)")
     p.add_argument("--name", default="nnint-small")
-    p.add_argument("--eval", required=True, help="summary.json of `nnint evaluate` on the dev split")
+    p.add_argument("--eval", required=True, help="summary.json of `nnint evaluate` on the dev split, with NAME "
+                   "and classical among its models")
     p.add_argument("--speed", required=True, help="JSON written by scripts/bench/bundled_speed.py")
     p.add_argument("--description", default="small promptable 3D segmentation model trained by nnint train "
                    "(points, 2D/3D boxes, scribbles, lassos, initial masks)")
     args = p.parse_args(argv)
 
-    run = Path(args.run)
-    config = json.loads((run / "config.json").read_text())
-    model = run / "model"
-    dest = MODELS / args.name
-    size_mb = (model / "fold_0" / "checkpoint_final.pth").stat().st_size / 1e6
+    from nnint.engine import PROMPT_KINDS
+
+    folds = [parse_fold(f) for f in args.fold]
+    if folds[0][0] is not None or any(k is None for k, _ in folds[1:]):
+        raise SystemExit("the first --fold is the model (no KIND=); every further one is KIND=SNAPSHOT")
+    for kind, _ in folds[1:]:
+        if kind not in PROMPT_KINDS:
+            raise SystemExit(f"unknown prompt kind {kind!r}; one of {sorted(PROMPT_KINDS)}")
+    snapshots = [json.loads((folder / "SNAPSHOT.json").read_text()) for _, folder in folds]
+    # a specialist's snapshot repeats the commands of the network it started from
+    commands = list(dict.fromkeys(c for s in snapshots for c in training_commands(s)))
+    provenance = data_provenance(data_sources(commands))
+    evaluation = evaluation_summary(Path(args.eval))
+    if not {args.name, "classical"} <= set(evaluation["results"]):
+        raise SystemExit(f"{args.eval} must hold {args.name} (evaluated under that name) and classical")
+    size_mb = sum((folder / CKPT).stat().st_size for _, folder in folds) / 1e6
     if size_mb > SIZE_LIMIT_MB:
         raise SystemExit(f"weights are {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit")
-    provenance = data_provenance(config)
-    ckpt_meta = {}
-    try:
-        import torch
 
-        ck = torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-        ckpt_meta = {"iteration": int(ck.get("current_epoch", -1))}
-    except Exception as exc:  # noqa: BLE001 - the card still names the file
-        ckpt_meta = {"error": str(exc)}
-    val = list(csv_rows(run / "val.csv"))
+    dest = MODELS / args.name
+    if dest.exists():
+        shutil.rmtree(dest)
+    if len(folds) == 1:
+        dest.mkdir()
+        for rel in (*FILES, str(CKPT)):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folds[0][1] / rel, dest / rel)
+    else:
+        build_folds(dest, [folder for _, folder in folds])
+        (dest / "ENSEMBLE.json").unlink()  # the card records the same, with the commands
+    options = dict(ENGINE_OPTIONS)
+    if len(folds) > 1:
+        options.update(use_fold=0, specialist_folds={kind: k for k, (kind, _) in enumerate(folds) if kind})
+    config = json.loads((dest / "plans.json").read_text())
+    from nnint.backends.torch.checkpoint import load_model_folder
+
+    mf = load_model_folder(dest, 0)
+    parameters = sum(w.numel() for w in mf.build_network("cpu").parameters())
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     card = {
         "name": args.name,
         "backend": "torch",
         "default": True,
         "description": args.description,
-        "license": (model / "LICENSE").read_text().splitlines()[0].strip(),
-        # bf16 on CPUs/GPUs that run it natively (2x faster here), fp32 elsewhere; a positive 3D
-        # box is a hard limit (nnint.engine.box_limit) and corrections work one way
-        # (nnint.engine.one_way_correction); objects under patch/6 voxels across, and first
-        # clicks, are answered magnified up to 3x (nnint.backends.torch.magnify); the image
-        # vetoes predicted voxels of an intensity the object lacks (nnint.backends.torch.evidence);
-        # a positive click on an object larger than the window starts zoomed out to it
-        # (engine.object_window); the evaluation and the speed benchmark below ran with these options
-        "engine_options": {"precision": "fast", "confine_to_box": True, "one_way_corrections": True, "magnify": 3,
-                           "intensity_veto": 1.0, "zoom_to_object": True},
-        "architecture": {"arch": config["arch"], "parameters": config.get("parameters"),
-                         "weights_mb": round(size_mb, 2), "training_patch": config["patch"],
-                         "inference_patch": config.get("infer_patch")},
+        "license": (dest / "LICENSE").read_text().splitlines()[0].strip(),
+        "engine_options": options,
+        "architecture": {"arch": config.get("plans_name", "?"), "parameters": parameters,
+                         "weights_mb": round(size_mb, 2), "inference_patch": mf.patch_size[0]},
         "training": {
-            "command": [line for line in (run / "COMMAND.txt").read_text().splitlines() if line.strip()],
-            "config": {k: v for k, v in config.items() if k not in ("out", "explicit")},
-            "iterations": ckpt_meta.get("iteration"),
-            "wall_seconds": round(training_wall_seconds(run / "train.log")),
-            "hardware": cpu_description(),
             "commit": commit,
-            "validation_in_loop": val,
+            "hardware": f"{platform.machine()} CPUs (2 cores) for the CPU runs; an NVIDIA GPU for the "
+                        f"{sum('--device cuda' in c for c in commands)} runs with --device cuda",
+            "folds": [{"fold": k, "answers": f"objects whose first prompt is a {kind}" if kind else "every other object",
+                       "snapshot": str(folder), "iteration_of_last_run": s["iteration"],
+                       "snapshot_commit": s["snapshot_commit"], "note": s.get("note", ""),
+                       "commands": s["commands"]}
+                      for k, ((kind, folder), s) in enumerate(zip(folds, snapshots))],
         },
         "data": provenance,
-        "evaluation": evaluation_summary(Path(args.eval)),
+        "evaluation": evaluation,
         "speed": json.loads(Path(args.speed).read_text()),
     }
     # the short facts `nnint models` prints
-    ours = card["evaluation"]["results"].get(args.name, {})
+    ours = evaluation["results"][args.name]
     card["prompts"] = "points, 2D/3D boxes, scribbles, lassos, initial masks"
     card["size_mb"] = round(size_mb, 1)
-    card["parameters"] = config.get("parameters")
-    card["trained_on"] = (f"{provenance['cases']} redistributable cases, {card['training']['iterations']} iterations, "
-                          f"{card['training']['wall_seconds'] / 3600:.1f} h on 2 CPU cores")
-    card["dev_dice"] = ", ".join(f"{p} {r['final_dice']:.3f}" for p, r in ours.items()) + f" (after {card['evaluation']['clicks']} corrections)"
-    if dest.exists():
-        shutil.rmtree(dest)
-    for rel in MODEL_FILES:
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(model / rel, dest / rel)
+    card["parameters"] = parameters
+    card["trained_on"] = (f"{provenance['cases']} redistributable cases; {len(commands)} training runs "
+                          f"({sum('--device cuda' in c for c in commands)} on a GPU)")
+    card["dev_dice"] = (", ".join(f"{p} {r['final_dice']:.3f}" for p, r in ours.items())
+                        + f" (after {evaluation['clicks']} corrections)")
     (dest / "model_card.json").write_text(json.dumps(card, indent=1, default=str) + "\n")
     (dest / "MODEL_CARD.md").write_text(model_card_markdown(card))
-    print(f"bundled {args.name}: {size_mb:.1f} MB weights, {provenance['cases']} training cases -> {dest}",
-          file=sys.stderr)
+    shutil.copy2(Path(args.eval).parent / "report.png", EVAL_PNG)
+    print(f"bundled {args.name}: {len(folds)} network(s), {size_mb:.1f} MB weights, {provenance['cases']} "
+          f"training cases -> {dest}", file=sys.stderr)
     return 0
-
-
-def csv_rows(path: Path):
-    import csv
-
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            yield {k: (float(v) if re.fullmatch(r"-?[\d.]+(e-?\d+)?", v or "") else v) for k, v in row.items()}
 
 
 if __name__ == "__main__":

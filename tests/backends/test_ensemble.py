@@ -58,11 +58,11 @@ def test_identical_members_keep_the_full_logit():
         FoldEnsemble([])
 
 
-def _ensemble_script():
-    path = REPO / "scripts" / "release" / "ensemble_folder.py"
-    sys.path.insert(0, str(path.parent))  # it imports its sibling snapshot_weights.py
+def _ensemble_script(name: str = "ensemble_folder"):
+    path = REPO / "scripts" / "release" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))  # it imports its sibling scripts
     try:
-        spec = importlib.util.spec_from_file_location("ensemble_folder", path)
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -187,3 +187,16 @@ def test_ensemble_script_takes_the_plans_of_the_member_with_input_extensions(tmp
         other = fold1.build_network("cpu")(x)
     assert (got.argmax(1) == want.argmax(1)).float().mean() > 0.99
     assert (other.argmax(1) != want.argmax(1)).float().mean() > 0.01
+
+
+def test_bundle_script_refuses_weights_from_a_run_that_could_see_restricted_data():
+    bundle = _ensemble_script("bundle_model")
+    ok = ["nnint train --data data/raw --data synthetic:120:0 --redistributable-only --out runs/a",
+          "nnint train --data pack:.devicepack/cases --data synthetic:12:100 --redistributable-only --out runs/g",
+          "nnint train --out runs/a --resume --iterations 7500"]
+    # a GPU case pack is made from data/raw's redistributable cases, so it stands for data/raw
+    assert bundle.data_sources(ok) == ["data/raw", "synthetic:120:0", "synthetic:12:100"]
+    with pytest.raises(SystemExit, match="did not use --redistributable-only"):
+        bundle.data_sources([*ok, "nnint train --data data/raw --out runs/b"])
+    snapshot = {"commands": ["nnint train --data data/raw --redistributable-only --out r   # CPU, session 10"]}
+    assert bundle.training_commands(snapshot) == ["nnint train --data data/raw --redistributable-only --out r"]

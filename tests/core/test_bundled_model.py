@@ -43,14 +43,21 @@ def test_the_bundled_model_is_the_registered_default(card):
     spec = plugins.models()[card["name"]]
     assert spec.backend == "torch"
     assert spec.license == (spec.path / "LICENSE").read_text().splitlines()[0] == "Apache-2.0"
-    assert (spec.path / "fold_0" / "checkpoint_final.pth").stat().st_size <= 25e6
+    weights = sorted(spec.path.glob("fold_*/checkpoint_final.pth"))
+    assert weights and sum(w.stat().st_size for w in weights) <= 25e6
+    # every specialist named by the card is a fold of the folder
+    folds = card["engine_options"].get("specialist_folds", {}).values()
+    assert {spec.path / f"fold_{k}" / "checkpoint_final.pth" for k in folds} <= set(weights)
 
 
 def test_model_card_documents_provenance_training_and_evaluation(card):
     training = card["training"]
-    assert training["command"] and training["commit"] and training["hardware"]
-    assert training["wall_seconds"] > 0 and training["iterations"] > 0
-    assert training["config"]["redistributable_only"] is True
+    assert training["commit"] and training["hardware"]
+    assert len(training["folds"]) == 1 + len(card["engine_options"].get("specialist_folds", {}))
+    for fold in training["folds"]:
+        assert fold["commands"] and fold["iteration_of_last_run"] > 0
+        # every run that read data was restricted to redistributable cases
+        assert all("--redistributable-only" in c for c in fold["commands"] if "--data" in c)
     assert card["data"]["cases"] > 0
     assert all(src["redistributable"] for src in card["data"]["sources"])
     results = card["evaluation"]["results"]
