@@ -54,6 +54,26 @@ def training_commands(snapshot: dict) -> list[str]:
     return [c.split("   #")[0].strip() for c in snapshot["commands"]]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (the CPU runs ran on this kind of machine)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else ():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def training_minutes(snapshots: list[dict]) -> dict:
+    """Wall minutes of training behind the weights, on CPUs and on GPUs (``--device cuda``), each
+    command counted once (a specialist's snapshot repeats its starting network's commands)."""
+    minutes: dict[str, float] = {}
+    for snap in snapshots:
+        if len(snap.get("command_minutes", ())) != len(snap["commands"]):
+            raise SystemExit("a snapshot lacks command_minutes (one number per command): record them in its SNAPSHOT.json")
+        minutes.update(zip(training_commands(snap), snap["command_minutes"]))
+    gpu = sum(m for c, m in minutes.items() if "--device cuda" in c)
+    return {"cpu_minutes": sum(minutes.values()) - gpu, "gpu_minutes": gpu}
+
+
 def data_sources(commands: list[str]) -> list[str]:
     """Every ``--data`` of the commands; refuses one that trained without ``--redistributable-only``.
     A case pack (``pack:``, the GPU runs) is made from data/raw by ``scripts/device/pack_cases.py
@@ -178,10 +198,16 @@ def model_card_markdown(card: dict) -> str:
     for src in card["data"]["sources"]:
         lic = src.get("licence") or "; ".join(src.get("licences", []))
         lines.append(f"* `{src['source']}`: {src['cases']} cases; {lic}")
-    lines += ["", "## Training", "", f"Bundled at commit {tr['commit'][:12]} on {tr['hardware']}.", ""]
+    lines += ["", "## Training", "",
+              f"{tr['cpu_minutes'] / 60:.1f} h of training on 2 CPU cores and {tr['gpu_minutes']:.0f} min on a GPU "
+              f"in all ({tr['hardware']}); bundled at commit {tr['commit'][:12]}. Each fold's commands, "
+              "oldest first (a specialist starts from the general network, so its list repeats that one's):", ""]
     for fold in tr["folds"]:
         lines += [f"### fold {fold['fold']}: {fold['answers']}", "", fold["note"], "", "```"]
-        lines += [c for c in fold["commands"]] + ["```", ""]
+        for c, m in zip(fold["commands"], fold["command_minutes"]):
+            cmd, _, comment = c.partition("   # ")
+            lines.append(f"{cmd}   # {m} min" + (f"; {comment}" if comment else ""))
+        lines += ["```", ""]
     return "\n".join(lines)
 
 
@@ -215,6 +241,7 @@ def main(argv=None) -> int:
     # a specialist's snapshot repeats the commands of the network it started from
     commands = list(dict.fromkeys(c for s in snapshots for c in training_commands(s)))
     provenance = data_provenance(data_sources(commands))
+    time_spent = training_minutes(snapshots)
     evaluation = evaluation_summary(Path(args.eval))
     if not {args.name, "classical"} <= set(evaluation["results"]):
         raise SystemExit(f"{args.eval} must hold {args.name} (evaluated under that name) and classical")
@@ -253,12 +280,14 @@ def main(argv=None) -> int:
                          "weights_mb": round(size_mb, 2), "inference_patch": mf.patch_size[0]},
         "training": {
             "commit": commit,
-            "hardware": f"{platform.machine()} CPUs (2 cores) for the CPU runs; an NVIDIA GPU for the "
+            "hardware": f"{cpu_model()} (2 cores) for the CPU runs; an NVIDIA GPU for the "
                         f"{sum('--device cuda' in c for c in commands)} runs with --device cuda",
+            **time_spent,
             "folds": [{"fold": k, "answers": f"objects whose first prompt is a {kind}" if kind else "every other object",
                        "snapshot": str(folder), "iteration_of_last_run": s["iteration"],
                        "snapshot_commit": s["snapshot_commit"], "note": s.get("note", ""),
-                       "commands": s["commands"]}
+                       "commands": s["commands"], "command_minutes": s["command_minutes"],
+                       "command_minutes_source": s.get("command_minutes_source", "")}
                       for k, ((kind, folder), s) in enumerate(zip(folds, snapshots))],
         },
         "data": provenance,
@@ -270,8 +299,9 @@ def main(argv=None) -> int:
     card["prompts"] = "points, 2D/3D boxes, scribbles, lassos, initial masks"
     card["size_mb"] = round(size_mb, 1)
     card["parameters"] = parameters
-    card["trained_on"] = (f"{provenance['cases']} redistributable cases; {len(commands)} training runs "
-                          f"({sum('--device cuda' in c for c in commands)} on a GPU)")
+    card["trained_on"] = (f"{provenance['cases']} redistributable cases; {len(commands)} training runs, "
+                          f"{time_spent['cpu_minutes'] / 60:.1f} h on 2 CPU cores + {time_spent['gpu_minutes']:.0f} min "
+                          "on a GPU")
     card["dev_dice"] = (", ".join(f"{p} {r['final_dice']:.3f}" for p, r in ours.items())
                         + f" (after {evaluation['clicks']} corrections)")
     (dest / "model_card.json").write_text(json.dumps(card, indent=1, default=str) + "\n")

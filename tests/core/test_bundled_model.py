@@ -52,7 +52,7 @@ def test_the_bundled_model_is_the_registered_default(card):
 
 def test_model_card_documents_provenance_training_and_evaluation(card):
     training = card["training"]
-    assert training["commit"] and training["hardware"]
+    assert training["commit"] and training["hardware"] and training["cpu_minutes"] > 0
     assert len(training["folds"]) == 1 + len(card["engine_options"].get("specialist_folds", {}))
     for fold in training["folds"]:
         assert fold["commands"] and fold["iteration_of_last_run"] > 0
