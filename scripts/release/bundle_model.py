@@ -49,9 +49,15 @@ ENGINE_OPTIONS = {"precision": "fast", "confine_to_box": True, "one_way_correcti
                   "intensity_veto": 1.0, "zoom_to_object": True}
 
 
+def split_comment(command: str) -> tuple[str, str]:
+    """A snapshot's command line and its trailing ``   # comment`` (which says where and why it ran)."""
+    cmd, _, comment = command.partition("   #")
+    return cmd.strip(), comment.strip()
+
+
 def training_commands(snapshot: dict) -> list[str]:
-    """The snapshot's commands without their trailing ``# comment``."""
-    return [c.split("   #")[0].strip() for c in snapshot["commands"]]
+    """The snapshot's commands without their comments."""
+    return [split_comment(c)[0] for c in snapshot["commands"]]
 
 
 def cpu_model() -> str:
@@ -205,7 +211,7 @@ def model_card_markdown(card: dict) -> str:
     for fold in tr["folds"]:
         lines += [f"### fold {fold['fold']}: {fold['answers']}", "", fold["note"], "", "```"]
         for c, m in zip(fold["commands"], fold["command_minutes"]):
-            cmd, _, comment = c.partition("   # ")
+            cmd, comment = split_comment(c)
             lines.append(f"{cmd}   # {m} min" + (f"; {comment}" if comment else ""))
         lines += ["```", ""]
     return "\n".join(lines)
