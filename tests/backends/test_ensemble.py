@@ -157,6 +157,16 @@ def test_specialist_fold_answers_objects_opened_by_its_prompt_kind(two_folds):
     # the two folds are different networks, so the routing above is visible
     a, b = (plain[k].predict([box], empty) for k in (0, 1))
     assert not np.array_equal(a.values, b.values)
+    # a fold list as the specialist: box sessions get the two folds' ensemble, points fold 0
+    both = TorchEngine.from_model(out, use_fold=0, specialist_folds={"box2d": [0, 1]})
+    mean = TorchEngine.from_model(out, use_fold=[0, 1])
+    for eng in (both, mean):
+        eng.set_image(image)
+    for prompts, want_eng in (([box], mean), ([Point((20, 20, 20))], plain[0])):
+        got, want = both.predict(prompts, empty), want_eng.predict(prompts, empty)
+        assert got.lo == want.lo and np.array_equal(got.values, want.values), prompts
+    with pytest.raises(ValueError, match="empty fold list"):
+        TorchEngine.from_model(out, use_fold=0, specialist_folds={"box2d": []})
     with pytest.raises(ValueError, match="prompt kind"):
         TorchEngine.from_model(out, use_fold=0, specialist_folds={"boxes": 1})
     with pytest.raises(ValueError, match="specialist_folds"):
@@ -200,3 +210,42 @@ def test_bundle_script_refuses_weights_from_a_run_that_could_see_restricted_data
         bundle.data_sources([*ok, "nnint train --data data/raw --out runs/b"])
     snapshot = {"commands": ["nnint train --data data/raw --redistributable-only --out r   # CPU, session 10"]}
     assert bundle.training_commands(snapshot) == ["nnint train --data data/raw --redistributable-only --out r"]
+
+
+def test_average_script_writes_the_mean_of_two_snapshots(tmp_path):
+    """scripts/release/average_weights.py: the float16 mean of each tensor, the decoder's view of the
+    encoder still shared, every member's command once (then its own), and no folder touched when
+    the members do not fit together."""
+    import json
+
+    soup = _ensemble_script("average_weights")
+    members = []
+    for seed, cmds in ((1, ["nnint train --out runs/a   # first"]),
+                       (2, ["nnint train --out runs/a   # first", "nnint train --out runs/b --init runs/a"])):
+        folder = _folder(tmp_path / f"m{seed}", seed)
+        (folder / "LICENSE").write_text("Apache-2.0\n")
+        (folder / "SNAPSHOT.json").write_text(json.dumps({"commands": cmds, "command_minutes": [10, 5][:len(cmds)],
+                                                          "iteration": 100 * seed, "snapshot_commit": "x"}))
+        members.append(folder)
+    out = tmp_path / "soup"
+    meta = soup.average(out, [str(m) for m in members], ["--out", str(out), *map(str, members)])
+    assert meta["commands"][:2] == ["nnint train --out runs/a   # first", "nnint train --out runs/b --init runs/a"]
+    assert meta["command_minutes"] == [10, 5, 0] and "average_weights.py" in meta["commands"][2]
+    assert meta["iteration"] == 200
+    w = [load_model_folder(f, 0).network_weights for f in (*members, out)]
+    k = next(k for k in w[0] if k.startswith("encoder.") and w[0][k].ndim == 5)
+    want = ((w[0][k].float() + w[1][k].float()) / 2).half()
+    assert torch.equal(w[2][k], want)
+    saved = torch.load(out / "fold_0" / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    assert saved[k].untyped_storage().data_ptr() == saved["decoder." + k].untyped_storage().data_ptr()
+    # the soup runs in the engine like any folder
+    TorchEngine.from_model(out)
+    # members of different architectures are refused before anything is written
+    other = tmp_path / "other"
+    plans = small_plans(48)
+    net = build_network(plans["configurations"][SMALL_CONFIGURATION]["architecture"], 8, 2)
+    write_model_folder(other, plans=plans, configuration=SMALL_CONFIGURATION, network_weights=net.state_dict())
+    (other / "SNAPSHOT.json").write_text((members[0] / "SNAPSHOT.json").read_text())
+    with pytest.raises(SystemExit, match="plans.json differ"):
+        soup.average(tmp_path / "bad", [str(members[0]), str(other)], [])
+    assert not (tmp_path / "bad").exists()

@@ -393,7 +393,8 @@ class TorchEngine:
         ``use_fold`` may be a list of folds: their networks answer together, the mean of their
         softmax probabilities, as nnU-Net ensembles folds (:mod:`nnint.backends.torch.ensemble`).
         ``specialist_folds`` (prompt kind -> fold, e.g. ``{"box3d": 1}``) loads those folds as the
-        constructor's ``specialists``: the fold answers objects whose first prompt is of that kind.
+        constructor's ``specialists``: the fold answers objects whose first prompt is of that kind;
+        a fold list (``{"box3d": [0, 1]}``) answers as a fold ensemble.
         A registered model may carry defaults in ``spec.details["engine_options"]`` (the bundled
         model runs ``precision="fast"``); options given here override them."""
         from nnint.backends.torch.checkpoint import load_model_folder
@@ -414,8 +415,14 @@ class TorchEngine:
             raise ValueError("use_fold is an empty list; name at least one fold, e.g. [0, 1]")
         else:
             members = [load_model_folder(path, f, **load_kw) for f in folds]
-        experts = {kind: load_model_folder(path, f, **load_kw) for kind, f in special.items()}
-        for m in [*members[1:], *experts.values()]:
+        # a specialist may itself be a fold list: its folds answer together, like ``use_fold``
+        experts = {
+            kind: [load_model_folder(path, f, **load_kw) for f in (fs if isinstance(fs, (list, tuple)) else [fs])]
+            for kind, fs in special.items()
+        }
+        if any(not ms for ms in experts.values()):
+            raise ValueError(f"specialist_folds names an empty fold list: {special!r}; name at least one fold")
+        for m in [*members[1:], *(m for ms in experts.values() for m in ms)]:
             if m.configuration_name != members[0].configuration_name:
                 raise IncompatibleModelError(
                     f"{m.checkpoint_file} was trained with configuration {m.configuration_name!r}, "
@@ -423,10 +430,15 @@ class TorchEngine:
                     "the folds of one model must share one configuration"
                 )
         dev = _device(device)
+
+        def network(ms):
+            nets = [m.build_network(dev, torch.float32) for m in ms]
+            return nets[0] if len(nets) == 1 else _ensemble.FoldEnsemble(nets)
+
         if len(members) > 1 and "network" not in options:
-            options["network"] = _ensemble.FoldEnsemble([m.build_network(dev, torch.float32) for m in members])
+            options["network"] = network(members)
         if experts and "specialists" not in options:
-            options["specialists"] = {kind: m.build_network(dev, torch.float32) for kind, m in experts.items()}
+            options["specialists"] = {kind: network(ms) for kind, ms in experts.items()}
         return cls(members[0], device=device, **options)
 
     def _capabilities(self, mf) -> Capabilities:
